@@ -1,0 +1,50 @@
+"""``load_model``: a ready-to-compress reference model from a preset name and an optional checkpoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..config import HPCMConfig, get_config
+from ..errors import CheckpointError
+from .hpcm import HPCM
+from .loading import load_into, read_checkpoint
+
+
+def build_model(config: HPCMConfig, seed: int | None = None) -> HPCM:
+    """A freshly initialised model; with ``seed``, the same weights on every run of the same torch."""
+    if seed is None:
+        return HPCM(config)
+    devices = []  # fork the RNG so seeding here does not disturb the caller's random stream
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return HPCM(config)
+
+
+def load_model(name: str | None = None, checkpoint: str | os.PathLike | Mapping[str, Any] | None = None, *,
+               seed: int | None = 0, device: str | torch.device = "cpu", **overrides: Any) -> HPCM:
+    """The reference model in eval mode with its CDF tables built, ready to compress.
+
+    ``name`` is a preset (``hpcm-base``, ``phase2``, ``tiny-phase2``...); any config field can be overridden by
+    keyword. ``checkpoint`` may be a raw ``state_dict``, ``{"state_dict": ...}``, or carry a ``module.`` prefix:
+    official HPCM-Base files load into ``hpcm-base`` and ``phase2``; Phase 2 reference-code files into
+    ``phase2``; files written by ``hpcm-deploy train`` carry their config, so ``name`` may be omitted.
+    Without a checkpoint the weights are a seeded random initialisation (``seed=None`` for an unseeded one).
+    """
+    state = ckpt_config = None
+    if checkpoint is not None:
+        state, ckpt_config = read_checkpoint(checkpoint)
+    if name is None:
+        if ckpt_config is None:
+            raise CheckpointError("no preset given and the checkpoint carries no configuration; pass a preset name")
+        config = HPCMConfig.from_dict(ckpt_config).replace(**overrides)
+    else:
+        config = get_config(name, **overrides)
+    model = build_model(config, seed)
+    if state is not None:
+        load_into(model, state)
+    model.update(force=True)
+    return model.to(device).eval()

@@ -1,0 +1,223 @@
+"""Phase 2 multi-reference memory: the bank's layers, its explicit state, and the static schedule.
+
+A bank's memory is state, not parameters: ``keys [B, R, key_dim]`` and ``values [B, R, C, r, r]`` tensors
+that the caller passes in and gets back (each sample has its own memory). Which slot is written, how many are
+valid and the effective top-k are known in advance at every step, so they are baked into a
+:class:`ScalePlan` instead of being read from tensors (no ``.item()``, no boolean indexing, no dynamic top-k).
+
+Slot rule (ring buffer with chronological fill). Each scale's bank sees a sequence of entries:
+first, with hierarchical transfer, the entries the lower scale's bank holds at the end of that scale (oldest
+first, values mapped by the transfer adapter, keys carried over); then the scale's initial context; then the
+context after each coding step. Entry ``n`` of the sequence goes to slot ``n % R``; so the bank always holds
+the last ``R`` entries, the valid slots are always ``0 .. min(n, R) - 1``, and transferring more entries
+than fit is the same as transferring the newest ``R - 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import HPCMConfig
+
+# network-driven partitions of each scale (s1 partition 0 is coded from the hyperprior alone;
+# s2 partition 0 and s3 partitions 0-1 are the lower scales' lattices)
+NETWORK_PARTITIONS: dict[int, tuple[int, ...]] = {1: (1,), 2: (1, 2, 3), 3: (2, 3, 4, 5, 6, 7)}
+# an untrained bank's gate starts almost closed: sigmoid(-4) = 0.018, so fresh banks on top of trained
+# HPCM-Base weights change the context only a little
+GATE_BIAS_INIT = -4.0
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the bank of one scale does at one network-driven coding step."""
+
+    partition: int
+    query_valid: int  # number of valid slots queried (0: no multi-reference at this step)
+    topk: int  # effective k (0 when not queried)
+    write_slot: int | None  # where the fused context is stored; None when nothing ever reads it
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """The static memory schedule of one scale."""
+
+    scale: int
+    capacity: int
+    transfer: tuple[tuple[int, int], ...]  # (slot here, slot in the lower scale's bank), in write order
+    init_slot: int | None
+    steps: tuple[StepPlan, ...]
+    final_valid: int  # valid slots at the end of the scale (what a transfer to the next scale can read)
+
+    @property
+    def active(self) -> bool:
+        return self.capacity > 0
+
+    @property
+    def reads_state(self) -> bool:
+        """Whether any step of this scale needs the bank tensors."""
+        return any(s.query_valid for s in self.steps)
+
+
+def queried_partitions(config: HPCMConfig, scale: int) -> tuple[int, ...]:
+    """Partitions at which ``scale``'s bank is queried under the configured schedule."""
+    parts = NETWORK_PARTITIONS[scale]
+    if config.multiref_schedule == "reference" and scale > 1:
+        parts = parts[1:]  # the Phase 2 reference code skips the first coding step of s2 and s3
+    return parts
+
+
+def _plan_scale(config: HPCMConfig, scale: int, lower_chrono: list[int]) -> tuple[ScalePlan, list[int]]:
+    """Plan one active scale given the lower bank's final content (its slots, oldest first; empty when
+    nothing is transferred). Returns the plan and this bank's final content in the same form."""
+    cap = config.max_refs(scale)
+    parts = NETWORK_PARTITIONS[scale]
+    queried = queried_partitions(config, scale)
+    transferred = lower_chrono[-(cap - 1):] if cap > 1 else []
+    n_transfer = len(transferred)
+    # the bank's sequence: transferred entries, the initial context, one entry after each step
+    total = n_transfer + 1 + len(parts)
+    # "readers": moments (counted in entries written so far) at which the bank is looked at
+    readers = [n_transfer + 1 + i for i, p in enumerate(parts) if p in queried]
+    if scale < 3 and config.enable_hierarchical_transfer and config.max_refs(scale + 1) > 1:
+        readers.append(total)  # the next scale copies the final content
+
+    def is_read(entry: int) -> bool:  # present at some reader: written before it, not yet overwritten
+        return any(entry < r <= entry + cap for r in readers)
+
+    transfer = tuple((i % cap, src) for i, src in enumerate(transferred) if is_read(i))
+    init_slot = n_transfer % cap if is_read(n_transfer) else None
+    steps = []
+    for i, p in enumerate(parts):
+        written = n_transfer + 1 + i  # entries written before this step's query; this step writes entry `written`
+        valid = min(written, cap) if p in queried else 0
+        steps.append(StepPlan(p, valid, min(config.topk(scale), valid), written % cap if is_read(written) else None))
+    plan = ScalePlan(scale, cap, transfer, init_slot, tuple(steps), min(total, cap))
+    return plan, [e % cap for e in range(max(0, total - cap), total)]
+
+
+def plan_memory(config: HPCMConfig) -> dict[int, ScalePlan]:
+    """The static schedule of all three banks, with writes that nothing reads removed."""
+    plans: dict[int, ScalePlan] = {}
+    lower_chrono: list[int] = []  # slots of the lower bank's final content, oldest first
+    for scale in (1, 2, 3):
+        if config.max_refs(scale) == 0:
+            idle = tuple(StepPlan(p, 0, 0, None) for p in NETWORK_PARTITIONS[scale])
+            plans[scale] = ScalePlan(scale, 0, (), None, idle, 0)
+            lower_chrono = []
+            continue
+        source = lower_chrono if config.enable_hierarchical_transfer else []
+        plans[scale], lower_chrono = _plan_scale(config, scale, source)
+    return plans
+
+
+def adaptive_pool_matrix(size: Tensor | int, out: int, like: Tensor) -> Tensor:
+    """``[out, size]`` matrix whose product is ``adaptive_avg_pool1d`` (bins ``floor(i*n/out)`` to
+    ``ceil((i+1)*n/out)``). Built from the input size so it exports correctly with dynamic shapes, where
+    ``adaptive_avg_pool2d`` silently does not."""
+    j = torch.arange(size, device=like.device)
+    i = torch.arange(out, device=like.device)
+    start = torch.div(i * size, out, rounding_mode="floor")
+    end = torch.div((i + 1) * size + out - 1, out, rounding_mode="floor")
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+def adaptive_pool(x: Tensor, out: int) -> Tensor:
+    """Exact-bins adaptive average pooling of ``[B, C, H, W]`` to ``[B, C, out, out]``."""
+    h, w = x.shape[-2:]
+    ph = adaptive_pool_matrix(h, out, x)
+    pw = adaptive_pool_matrix(w, out, x)
+    return torch.matmul(torch.matmul(ph, x), pw.transpose(0, 1))
+
+
+def set_slot(state: Tensor, slot: int, entry: Tensor) -> Tensor:
+    """``state`` with ``state[:, slot] = entry``, functionally (no scatter in the exported graph)."""
+    return torch.cat((state[:, :slot], entry.unsqueeze(1), state[:, slot + 1:]), dim=1)
+
+
+class FullContextMemoryBank(nn.Module):
+    """One scale's bank: key/query/value encoders, value decoder and the gated fusion network.
+
+    Attribute names follow the Phase 2 reference implementation so its checkpoints load.
+    """
+
+    def __init__(self, context_dim: int, capacity: int, compress_ratio: int, value_resolution: int) -> None:
+        super().__init__()
+        c, kd = context_dim, context_dim // compress_ratio
+        self.context_dim, self.key_dim, self.capacity, self.value_resolution = c, kd, capacity, value_resolution
+        self.key_encoder = nn.Sequential(nn.Conv2d(c, kd, 1, bias=False), nn.GroupNorm(min(8, kd), kd))
+        self.query_proj = nn.Sequential(nn.Conv2d(c, kd, 1), nn.GELU())
+        self.value_encoder = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c), nn.Conv2d(c, c, 1), nn.GELU())
+        self.value_decoder = nn.Sequential(nn.Conv2d(c, c, 1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1, groups=c))
+        self.fusion_net = nn.Sequential(
+            nn.Conv2d(2 * c, c, 1), nn.GroupNorm(32, c), nn.GELU(),
+            nn.Conv2d(c, c, 3, padding=1, groups=c), nn.Conv2d(c, c, 1),
+        )
+        self.fusion_gate = nn.Sequential(nn.Conv2d(2 * c, c, 1), nn.Sigmoid())
+        nn.init.constant_(self.fusion_gate[0].bias, GATE_BIAS_INIT)
+
+    def empty_state(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Zeroed ``(keys, values)`` for a batch like ``like``."""
+        b, r, v = like.shape[0], self.capacity, self.value_resolution
+        keys = like.new_zeros(b, r, self.key_dim)
+        values = like.new_zeros(b, r, self.context_dim, v, v)
+        return keys, values
+
+    def encode_entry(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Key ``[B, key_dim]`` and value ``[B, C, r, r]`` of a context ``[B, C, H, W]``."""
+        key = self.key_encoder(context).mean(dim=(2, 3))
+        value = adaptive_pool(self.value_encoder(context), self.value_resolution)
+        return key, value
+
+    def write(self, keys: Tensor, values: Tensor, slot: int, context: Tensor) -> tuple[Tensor, Tensor]:
+        key, value = self.encode_entry(context)
+        return set_slot(keys, slot, key), set_slot(values, slot, value)
+
+    def fuse(self, context: Tensor, keys: Tensor, values: Tensor, valid: int, k: int, temperature: float) -> Tensor:
+        """Retrieve the top-``k`` of the first ``valid`` slots by cosine similarity and fuse them in."""
+        b, c, h, w = context.shape
+        query = self.query_proj(context).mean(dim=(2, 3))  # [B, kd]
+        q = F.normalize(query, dim=1)
+        stored = F.normalize(keys[:, :valid], dim=2)  # [B, n, kd]
+        similarity = (q.unsqueeze(1) * stored).sum(dim=2)  # [B, n]
+        top_scores, top_slots = torch.topk(similarity, k, dim=1)
+        weights = F.softmax(top_scores / temperature, dim=1)  # [B, k]
+        r = self.value_resolution
+        index = top_slots.reshape(b, k, 1, 1, 1).expand(b, k, c, r, r)
+        chosen = torch.gather(values[:, :valid], 1, index).reshape(b * k, c, r, r)
+        restored = F.interpolate(chosen, size=(h, w), mode="bilinear", align_corners=False)
+        refs = self.value_decoder(restored).reshape(b, k, c, h, w)
+        reference = (refs * weights.reshape(b, k, 1, 1, 1)).sum(dim=1)
+        joint = torch.cat((context, reference), dim=1)
+        gate = self.fusion_gate(joint)
+        return gate * self.fusion_net(joint) + (1 - gate) * context
+
+
+class HierarchicalMemoryManager(nn.Module):
+    """Adapters that map stored values of one scale's bank into the next scale's bank."""
+
+    def __init__(self, context_dim: int) -> None:
+        super().__init__()
+        self.s1_to_s2_adapter = nn.Sequential(nn.Conv2d(context_dim, context_dim, 1), nn.GELU())
+        self.s2_to_s3_adapter = nn.Sequential(nn.Conv2d(context_dim, context_dim, 1), nn.GELU())
+
+    def adapter(self, to_scale: int) -> nn.Module:
+        return self.s1_to_s2_adapter if to_scale == 2 else self.s2_to_s3_adapter
+
+    def transfer(self, to_scale: int, plan: ScalePlan, lower_keys: Tensor, lower_values: Tensor,
+                 keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Copy the planned entries of the lower bank into ``(keys, values)`` of scale ``to_scale``."""
+        if not plan.transfer:
+            return keys, values
+        src = [s for _, s in plan.transfer]
+        b, _, c, r, _ = lower_values.shape
+        moved = torch.cat([lower_values[:, s:s + 1] for s in src], dim=1).reshape(b * len(src), c, r, r)
+        moved = self.adapter(to_scale)(moved).reshape(b, len(src), c, r, r)
+        for i, (dst, s) in enumerate(plan.transfer):
+            keys = set_slot(keys, dst, lower_keys[:, s])
+            values = set_slot(values, dst, moved[:, i])
+        return keys, values
