@@ -124,17 +124,15 @@ class HPCM(nn.Module):
     def enter_scale(self, scale: int, params: Tensor, prev: ScaleState | None = None) -> ScaleState:
         """Start a scale: its initial context and ``y_hat`` on its grid, and its bank (transferred entries,
         then the initial context written). ``prev`` is the finished lower scale (for s2 and s3)."""
-        scales_all, means_all = params.chunk(2, 1)
+        # params and contexts are [scales (M) | means (M)]: the lattice ops treat both halves in one pass
         if scale == 1:
-            context = torch.cat((lattice.to_scale(scales_all, 1), lattice.to_scale(means_all, 1)), dim=1)
+            context = lattice.to_scale(params, 1, k=2)
             y_hat = torch.zeros_like(context[:, : self.config.M])
         else:
             assert prev is not None
             up = lattice.s1_to_s2 if scale == 2 else lattice.s2_to_y
             hyper = lattice.s2_hyper if scale == 2 else lattice.s2_lattice_removed
-            ctx_s, ctx_m = prev.context.chunk(2, 1)
-            context = torch.cat((up(ctx_s), up(ctx_m)), dim=1) + torch.cat((hyper(scales_all), hyper(means_all)), dim=1)
-            context = self.context_net[scale - 2](context)
+            context = self.context_net[scale - 2](up(prev.context, k=2) + hyper(params, k=2))
             y_hat = up(prev.y_hat)
         state = ScaleState(context, y_hat)
         plan, bank = self.memory_plan[scale], self.bank(scale)

@@ -50,115 +50,142 @@ SCALE_GEOMETRY = {
 _S2_HYPER_HOLE: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (0, 1), (1, 0), (0, 2), (1, 3), (0, 3), (1, 2))
 
 
-def take_phase(x: Tensor, factor: int, phase: tuple[int, int]) -> Tensor:
-    """The sub-grid ``x[..., py::factor, px::factor]``."""
-    return x[:, :, phase[0]::factor, phase[1]::factor]
+def _phase_index(channels: int, groups: int, phases: tuple[tuple[int, int], ...], factor: int) -> list[int]:
+    """For each channel, the index of its group's phase among the ``factor**2`` phases of a tile."""
+    per = channels // groups
+    return [phases[(c // per) % len(phases)][0] * factor + phases[(c // per) % len(phases)][1]
+            for c in range(channels)]
 
 
-def put_phase(x: Tensor, factor: int, phase: tuple[int, int]) -> Tensor:
-    """Inverse of :func:`take_phase`: ``x`` placed at ``phase`` of a grid ``factor`` times larger, zeros elsewhere."""
-    b, c, h, w = x.shape
-    zero = torch.zeros_like(x)
-    parts = [x if (i, j) == tuple(phase) else zero for i in range(factor) for j in range(factor)]
-    stacked = torch.stack(parts, dim=2).reshape(b, c * factor * factor, h, w)
-    return F.pixel_shuffle(stacked, factor)
+def take_phases(t: Tensor, groups: int, phases: tuple[tuple[int, int], ...], factor: int = 2) -> Tensor:
+    """Channel group ``g`` (of ``groups``) keeps phase ``phases[g % len(phases)]``: one gather after a
+    space-to-depth, equal to per-group strided slicing."""
+    b, c, h, w = t.shape
+    index = _phase_index(c, groups, phases, factor)
+    flat = torch.tensor([i * factor * factor + p for i, p in enumerate(index)], device=t.device)
+    return torch.index_select(F.pixel_unshuffle(t, factor), 1, flat)
 
 
-def y_to_s2(t: Tensor) -> Tensor:
+def put_phases(t: Tensor, groups: int, phases: tuple[tuple[int, int], ...], factor: int = 2) -> Tensor:
+    """Inverse of :func:`take_phases`, zeros elsewhere (a one-hot product, then depth-to-space)."""
+    b, c, h, w = t.shape
+    index = _phase_index(c, groups, phases, factor)
+    onehot = torch.tensor([[1.0 if j == p else 0.0 for j in range(factor * factor)] for p in index],
+                          dtype=t.dtype, device=t.device)
+    spread = t.unsqueeze(2) * onehot.reshape(1, c, factor * factor, 1, 1)
+    return F.pixel_shuffle(spread.reshape(b, c * factor * factor, h, w), factor)
+
+
+# The functions below take ``[B, k*M, ...]``: ``k`` stacked tensors with the M-channel group structure
+# (k = 2 for a context or the hyperprior parameters: scales then means), handled in one pass.
+
+def y_to_s2(t: Tensor, k: int = 1) -> Tensor:
     """``[B, M, h, w]`` -> ``[B, M, h/2, w/2]``: each channel group keeps its s2 phase."""
-    return torch.cat([take_phase(g, 2, S2_PHASE[i]) for i, g in enumerate(t.chunk(8, 1))], dim=1)
+    return take_phases(t, 8 * k, S2_PHASE)
 
 
-def s2_to_y(t: Tensor) -> Tensor:
+def s2_to_y(t: Tensor, k: int = 1) -> Tensor:
     """Inverse of :func:`y_to_s2`, zeros at the positions each group does not keep."""
-    return torch.cat([put_phase(g, 2, S2_PHASE[i]) for i, g in enumerate(t.chunk(8, 1))], dim=1)
+    return put_phases(t, 8 * k, S2_PHASE)
 
 
-def s2_to_s1(t: Tensor) -> Tensor:
+def s2_to_s1(t: Tensor, k: int = 1) -> Tensor:
     """``[B, M, h/2, w/2]`` -> ``[B, M, h/4, w/4]``: each channel quarter keeps its s1 phase."""
-    return torch.cat([take_phase(q, 2, S1_PHASE[i]) for i, q in enumerate(t.chunk(4, 1))], dim=1)
+    return take_phases(t, 4 * k, S1_PHASE)
 
 
-def s1_to_s2(t: Tensor) -> Tensor:
+def s1_to_s2(t: Tensor, k: int = 1) -> Tensor:
     """Inverse of :func:`s2_to_s1`, zeros elsewhere."""
-    return torch.cat([put_phase(q, 2, S1_PHASE[i]) for i, q in enumerate(t.chunk(4, 1))], dim=1)
+    return put_phases(t, 4 * k, S1_PHASE)
 
 
-def to_scale(t: Tensor, scale: int) -> Tensor:
+def to_scale(t: Tensor, scale: int, k: int = 1) -> Tensor:
     """A y-grid tensor on the grid of ``scale`` (3 = y itself)."""
     if scale == 3:
         return t
-    t2 = y_to_s2(t)
-    return t2 if scale == 2 else s2_to_s1(t2)
+    t2 = y_to_s2(t, k)
+    return t2 if scale == 2 else s2_to_s1(t2, k)
 
 
-def s2_lattice_removed(t: Tensor) -> Tensor:
+def s2_lattice_removed(t: Tensor, k: int = 1) -> Tensor:
     """``t`` with zeros on each group's s2 lattice (the hyperprior parameters that s3 adds)."""
-    keep = s2_to_y(torch.ones_like(y_to_s2(t))) > 0.5
+    keep = s2_to_y(torch.ones_like(y_to_s2(t, k)), k) > 0.5
     return torch.where(keep, torch.zeros_like(t), t)
 
 
-def _s2_hyper_group(t: Tensor, g: int) -> Tensor:
-    """One group of :func:`s2_hyper`: re-enumerate the official code's source positions in row-major order
-    into the s2 positions that are not on the s1 lattice, also in row-major order.
-
-    Both enumerations cover 3 positions per 4x4 tile of y, so tile-row ``i`` of y feeds tile-row ``i`` of s2;
-    within a tile row the order is: y row by row, each row tile by tile, positions left to right.
-    """
-    b, c, h, w = t.shape
+def _s2_hyper_sources(g: int) -> list[tuple[int, int]]:
+    """Row-major positions (in a 4x4 tile of y) the official code reads group ``g``'s s2 parameters from."""
     dy, dx = S2_PHASE[g]
     lattice = {(dy + 2 * a, dx + 2 * e) for a in (0, 1) for e in (0, 1)}
-    sources = sorted(lattice - {_S2_HYPER_HOLE[g]})
-    pieces = []
-    for row in range(4):
-        cols = [col for (r, col) in sources if r == row]
-        if cols:
-            parts = [t[:, :, row::4, col::4] for col in cols]
-            pieces.append(torch.stack(parts, dim=-1).reshape(b, c, h // 4, (w // 4) * len(cols)))
-    seq = torch.cat(pieces, dim=-1)  # [B, c, h/4, 3 w/4]
-    hole = S1_PHASE[g // 2]
-    tiles = w // 4
-    rows, offset = [], 0
-    for r in (0, 1):
-        cols = [col for col in (0, 1) if (r, col) != hole]
-        piece = seq.narrow(-1, offset * tiles, tiles * len(cols)).reshape(b, c, h // 4, tiles, len(cols))
-        offset += len(cols)
-        filled = iter(piece.unbind(-1))
-        zero = torch.zeros_like(piece[..., 0])
-        row_vals = [next(filled) if col in cols else zero for col in (0, 1)]
-        rows.append(torch.stack(row_vals, dim=-1).reshape(b, c, h // 4, w // 2))
-    return torch.stack(rows, dim=3).reshape(b, c, h // 2, w // 2)
+    return sorted(lattice - {_S2_HYPER_HOLE[g]})
 
 
-def s2_hyper(t: Tensor) -> Tensor:
+# every group reads one position in one row of the tile and two in a later row (s2_hyper relies on it)
+_S2_SOURCES = [_s2_hyper_sources(g) for g in range(8)]
+assert all(src[0][0] < src[1][0] == src[2][0] for src in _S2_SOURCES)
+
+
+def s2_hyper(t: Tensor, k: int = 1) -> Tensor:
     """Hyperprior parameters for the s2 positions not on the s1 lattice (zeros on it), read from the
-    positions the official code reads (the S2HYPER quirk). ``[B, M, h, w]`` -> ``[B, M, h/2, w/2]``."""
-    return torch.cat([_s2_hyper_group(g, i) for i, g in enumerate(t.chunk(8, 1))], dim=1)
+    positions the official code reads (the S2HYPER quirk). ``[B, M, h, w]`` -> ``[B, M, h/2, w/2]``.
+
+    The official code enumerates, per channel, its 3 source positions per 4x4 tile of y in row-major order
+    and fills the 3 free positions per 2x2 tile of s2, also in row-major order. A tile row of y therefore
+    feeds a tile row of s2 as a sequence of ``3 w/4`` values: one value per tile from the first source row,
+    then a pair per tile from the second. The s2 side splits that sequence as 1-then-2 per tile (channel
+    quarters whose s1 phase is in row 0: aligned) or 2-then-1 (phase in row 1: shifted by half a row, which
+    is where the quirk comes from). Written as gathers and reshapes only, so it is exact and exportable.
+    """
+    b, c, h, w = t.shape
+    per, tiles = c // (8 * k), w // 4
+    group = [(i // per) % 8 for i in range(c)]
+    cells = F.pixel_unshuffle(t, 4)  # channel i * 16 + 4 * row + col holds that tile position
+
+    def source(slot: int) -> Tensor:
+        index = [i * 16 + 4 * _S2_SOURCES[g][slot][0] + _S2_SOURCES[g][slot][1] for i, g in enumerate(group)]
+        return torch.index_select(cells, 1, torch.tensor(index, device=t.device))
+
+    pair = torch.stack((source(1), source(2)), dim=-1).reshape(b, c, h // 4, 2 * tiles)
+    seq = torch.cat((source(0), pair), dim=-1)  # [B, c, h/4, 3 w/4]
+    head_pair = seq[..., : 2 * tiles].reshape(b, c, h // 4, tiles, 2)
+    tail_pair = seq[..., tiles:].reshape(b, c, h // 4, tiles, 2)
+    last = seq[..., 2 * tiles:]
+    candidates = torch.stack((seq[..., :tiles], tail_pair[..., 0], tail_pair[..., 1], head_pair[..., 0],
+                              head_pair[..., 1], last, torch.zeros_like(last)), dim=2)
+    zero = 6
+    index = []
+    for i, g in enumerate(group):
+        hole_row, hole_col = S1_PHASE[g // 2]
+        if hole_row == 0:  # s2 row 0 takes one value per tile, row 1 the pair
+            slots = {(0, 1 - hole_col): 0, (0, hole_col): zero, (1, 0): 1, (1, 1): 2}
+        else:  # s2 row 0 takes the pair, row 1 one value per tile
+            slots = {(0, 0): 3, (0, 1): 4, (1, 1 - hole_col): 5, (1, hole_col): zero}
+        index += [i * 7 + slots[(r, col)] for r in (0, 1) for col in (0, 1)]
+    phases = torch.index_select(candidates.reshape(b, c * 7, h // 4, tiles), 1,
+                                torch.tensor(index, device=t.device))
+    return F.pixel_shuffle(phases, 2)
 
 
-def _pattern_mask(like: Tensor, period: int, positions: tuple[tuple[int, int], ...]) -> Tensor:
-    """``[1, 1, h, w]`` 0/1 mask, 1 where ``(row % period, col % period)`` is in ``positions``."""
-    rows = [[1.0 if (r, c) in positions else 0.0 for c in range(period)] for r in range(period)]
-    tile = torch.tensor(rows, dtype=like.dtype, device=like.device)
-    h, w = like.shape[-2:]
-    return tile.repeat(h // period, w // period).reshape(1, 1, h, w)
-
-
-def step_masks(like: Tensor, scale: int, partition: int) -> list[Tensor]:
-    """Per channel chunk, the ``[1, 1, h, w]`` mask of the positions coded at ``partition`` of ``scale``."""
+def step_masks(like: Tensor, scale: int, partition: int) -> Tensor:
+    """``[n, 1, h, w]`` 0/1 masks, one per channel chunk, of the positions coded at ``partition`` of
+    ``scale`` (h, w from ``like``). Built by tiling a constant, so it follows any input size."""
     period, patterns, steps = SCALE_GEOMETRY[scale]
-    return [_pattern_mask(like, period, patterns[p]) for p in steps[partition]]
+    tiles = [[[1.0 if (r, c) in patterns[p] else 0.0 for c in range(period)] for r in range(period)]
+             for p in steps[partition]]
+    h, w = like.shape[-2:]
+    tile = torch.tensor(tiles, dtype=like.dtype, device=like.device)
+    return tile.repeat(1, h // period, w // period).unsqueeze(1)
 
 
-def pack(t: Tensor, masks: list[Tensor]) -> Tensor:
-    """``[B, M, h, w]`` -> ``[B, M/n, h, w]``: the values of one coding step, one per position."""
-    chunks = t.chunk(len(masks), 1)
-    out = chunks[0] * masks[0]
-    for chunk, mask in zip(chunks[1:], masks[1:]):
-        out = out + chunk * mask
-    return out
+def pack(t: Tensor, masks: Tensor) -> Tensor:
+    """``[B, M, h, w]`` -> ``[B, M/n, h, w]``: the values of one coding step, one per position (the sum
+    has exactly one non-zero term per position, so it is exact in any order)."""
+    b, m, h, w = t.shape
+    n = masks.shape[0]
+    return (t.reshape(b, n, m // n, h, w) * masks).sum(dim=1)
 
 
-def unpack(packed: Tensor, masks: list[Tensor]) -> Tensor:
+def unpack(packed: Tensor, masks: Tensor) -> Tensor:
     """Inverse of :func:`pack`: ``[B, M/n, h, w]`` -> ``[B, M, h, w]``, zeros at positions not of this step."""
-    return torch.cat([packed * m for m in masks], dim=1)
+    b, c, h, w = packed.shape
+    return (packed.unsqueeze(1) * masks).reshape(b, masks.shape[0] * c, h, w)
