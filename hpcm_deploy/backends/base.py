@@ -1,0 +1,45 @@
+"""The small interface every backend offers: run a stage on named, device-resident tensors.
+
+Like Polygraphy's runners, a backend has a short life cycle and one verb (``run``); the codec drives any
+backend through it without knowing which it is. Tensors stay in the backend's own type (torch tensors,
+NumPy arrays, ONNX Runtime values); only ``to_host``/``from_host`` cross to NumPy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class Backend(ABC):
+    """Runs the stages of one coding program."""
+
+    name: str = "?"
+    device: str = "cpu"
+
+    @abstractmethod
+    def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
+        """Run ``stage`` on its inputs (in the stage's input order); outputs in the stage's output order."""
+
+    @abstractmethod
+    def from_host(self, array: np.ndarray) -> Any:
+        """A host array as this backend's tensor (on its device)."""
+
+    @abstractmethod
+    def to_host(self, tensor: Any) -> np.ndarray:
+        """A tensor of this backend as a host array."""
+
+    def synchronize(self) -> None:  # noqa: B027 - optional hook, a no-op on the CPU
+        """Wait for queued device work (timing); a no-op on the CPU."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions and device memory."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

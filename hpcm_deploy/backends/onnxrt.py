@@ -1,0 +1,93 @@
+"""The ONNX Runtime backend: one session per stage of an export.
+
+CPU by default. With onnxruntime-gpu, the CUDA (or TensorRT) execution provider is used with IOBinding:
+inputs and outputs stay ``OrtValue``s on the GPU between stages, and only what entropy coding needs is copied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError
+from ..exporting.manifest import Manifest
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise BackendError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from None
+    return ort
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, manifest: Manifest, device: str = "cpu", stages: Sequence[str] | None = None,
+                 threads: int = 0, stage_paths: dict[str, str] | None = None) -> None:
+        ort = _ort()
+        kind = device.split(":")[0]
+        if kind not in _PROVIDERS:
+            raise BackendError(f"onnxruntime device must be cpu, cuda or tensorrt, not {device!r}")
+        available = ort.get_available_providers()
+        if _PROVIDERS[kind][0] not in available:
+            raise BackendError(f"onnxruntime has no {_PROVIDERS[kind][0]} here (available: {', '.join(available)}); "
+                               "install onnxruntime-gpu for cuda/tensorrt")
+        self.device = device
+        self.device_id = int(device.split(":")[1]) if ":" in device else 0
+        self._on_gpu = kind != "cpu"
+        self._ort = ort
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        providers = [p for p in _PROVIDERS[kind] if p in available]
+        names = list(stages) if stages is not None else list(manifest.data["stages"])
+        self.sessions = {}
+        for stage in names:
+            path = (stage_paths or {}).get(stage) or str(manifest.stage_path(stage))
+            try:
+                self.sessions[stage] = ort.InferenceSession(path, opts, providers=providers)
+            except Exception as exc:
+                first = str(exc).splitlines()[0]
+                raise BackendError(f"onnxruntime cannot load stage {stage} ({path}): {first}") from None
+        self._inputs = {s: [i.name for i in sess.get_inputs()] for s, sess in self.sessions.items()}
+        self._outputs = {s: [o.name for o in sess.get_outputs()] for s, sess in self.sessions.items()}
+
+    def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
+        session = self.sessions[stage]
+        names = self._inputs[stage]
+        if not self._on_gpu:
+            return session.run(None, dict(zip(names, inputs)))
+        binding = session.io_binding()
+        for name, value in zip(names, inputs):
+            binding.bind_ortvalue_input(name, value)
+        for name in self._outputs[stage]:
+            binding.bind_output(name, "cuda", self.device_id)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+    def from_host(self, array: np.ndarray) -> Any:
+        array = np.ascontiguousarray(array)
+        if not self._on_gpu:
+            return array
+        return self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id)
+
+    def to_host(self, tensor: Any) -> np.ndarray:
+        return tensor if isinstance(tensor, np.ndarray) else tensor.numpy()
+
+    def close(self) -> None:
+        self.sessions.clear()

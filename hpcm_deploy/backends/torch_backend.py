@@ -1,0 +1,38 @@
+"""The PyTorch backend: the stage modules of the reference model, run eagerly on a CPU or CUDA device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.hpcm import HPCM
+from ..stages import CodingProgram, stage_modules
+from .base import Backend
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: HPCM, program: CodingProgram, device: str | torch.device = "cpu") -> None:
+        self.device = str(device)
+        self.model = model.to(device).eval()
+        self.modules = stage_modules(self.model, program)
+        self._torch_device = torch.device(device)
+
+    def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
+        with torch.inference_mode():
+            out = self.modules[stage](*inputs)
+        return list(out) if isinstance(out, tuple) else [out]
+
+    def from_host(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self._torch_device)
+
+    def to_host(self, tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self._torch_device.type == "cuda":
+            torch.cuda.synchronize(self._torch_device)

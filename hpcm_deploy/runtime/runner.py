@@ -1,0 +1,178 @@
+"""Runs a coding program over a backend, with rANS coding on the host.
+
+The state (contexts, ``y_hat``, memory banks) stays in the backend's tensors; per coding step only the packed
+scales and means (and, when encoding, the packed latent) come to the host, and the symbols go back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..entropy.coder import StreamReader, StreamWriter
+from ..entropy.ggm import scale_indexes
+from ..entropy.tables import EntropyTables
+from ..stages.program import CodingProgram, Op
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage and per host phase."""
+
+    stages: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    network: float = 0.0
+    entropy: float = 0.0
+    transfer: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"network": self.network, "entropy": self.entropy, "transfer": self.transfer,
+                "stages": dict(self.stages)}
+
+
+@dataclass
+class Encoded:
+    y_strings: list[bytes]
+    z_strings: list[bytes]
+    z_shape: tuple[int, int]
+    symbols: list[np.ndarray]  # per coding step, [B, ...] int32
+    z_symbols: np.ndarray
+    timings: Timings
+    indexes: list[np.ndarray] = field(default_factory=list)  # per coding step: the CDF index of each symbol
+    state: dict[str, Any] | None = None  # every named tensor, when captured
+
+
+@dataclass
+class Decoded:
+    x_hat: Any  # backend tensor [B, 3, H, W] in [0, 1]
+    symbols: list[np.ndarray]
+    timings: Timings
+    state: dict[str, Any] | None = None
+
+
+class ProgramRunner:
+    """Executes ``program.encode`` / ``program.decode`` on ``backend``."""
+
+    def __init__(self, program: CodingProgram, backend: Backend, tables: EntropyTables) -> None:
+        self.program, self.backend, self.tables = program, backend, tables
+        self._free_enc = program.last_use(program.encode, encoding=True)
+        self._free_dec = program.last_use(program.decode, encoding=False)
+        n = program.config.N
+        self._z_channel = np.arange(n, dtype=np.int32)[:, None, None]
+
+    # ------------------------------------------------------------------ shared pieces
+    def _run_stage(self, name: str, state: dict[str, Any], t: Timings) -> None:
+        spec = self.program.stages[name]
+        start = time.perf_counter()
+        outputs = self.backend.run(name, [state[k] for k in spec.inputs])
+        self.backend.synchronize()
+        elapsed = time.perf_counter() - start
+        t.stages[name] += elapsed
+        t.network += elapsed
+        state.update(zip(spec.outputs, outputs))
+
+    def _host(self, tensor: Any, t: Timings) -> np.ndarray:
+        start = time.perf_counter()
+        out = self.backend.to_host(tensor)
+        t.transfer += time.perf_counter() - start
+        return out
+
+    def _device(self, array: np.ndarray, t: Timings) -> Any:
+        start = time.perf_counter()
+        out = self.backend.from_host(array)
+        t.transfer += time.perf_counter() - start
+        return out
+
+    @staticmethod
+    def _free(state: dict[str, Any], names: list[str] | None, capture: bool) -> None:
+        if names and not capture:
+            for n in names:
+                state.pop(n, None)
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, x: Any, capture: bool = False) -> Encoded:
+        """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``)."""
+        t = Timings()
+        state: dict[str, Any] = {"x": x}
+        writers: list[StreamWriter] = []
+        symbols: list[np.ndarray] = []
+        indexes: list[np.ndarray] = []
+        z_strings: list[bytes] = []
+        z_sym = np.zeros(0, dtype=np.int32)
+        for i, op in enumerate(self.program.encode):
+            if op.kind == "stage":
+                self._run_stage(str(op.ref), state, t)
+            elif op.kind == "code_z":
+                z_sym = self._host(state["z_q"], t).astype(np.int32)
+                start = time.perf_counter()
+                z_strings = [self._write_z(z_sym[b]) for b in range(z_sym.shape[0])]
+                writers = [StreamWriter() for _ in range(z_sym.shape[0])]
+                t.entropy += time.perf_counter() - start
+            else:
+                sym, idx = self._encode_step(op, state, writers, t)
+                symbols.append(sym)
+                indexes.append(idx)
+            self._free(state, self._free_enc.get(i), capture)
+        start = time.perf_counter()
+        y_strings = [w.finish() for w in writers]
+        t.entropy += time.perf_counter() - start
+        return Encoded(y_strings, z_strings, (int(z_sym.shape[-2]), int(z_sym.shape[-1])), symbols, z_sym, t,
+                       indexes, state if capture else None)
+
+    def _write_z(self, z: np.ndarray) -> bytes:
+        w = StreamWriter()
+        w.write(z, np.broadcast_to(self._z_channel, z.shape), self.tables.z)
+        return w.finish()
+
+    def _encode_step(self, op: Op, state: dict[str, Any], writers: list[StreamWriter],
+                     t: Timings) -> tuple[np.ndarray, np.ndarray]:
+        step = self.program.code_steps[int(op.ref)]
+        scales = self._host(state[step.scales], t)
+        means = self._host(state[step.means], t)
+        y = self._host(state[step.y], t)
+        start = time.perf_counter()
+        q = np.round(y - means)  # float32 arithmetic and round-half-even, as torch.round on the device
+        sym = q.astype(np.int32)
+        idx = scale_indexes(scales, self.tables.scale_edges)
+        for b, w in enumerate(writers):
+            w.write(sym[b], idx[b], self.tables.y)
+        t.entropy += time.perf_counter() - start
+        state[step.q] = self._device(q, t)
+        return sym, idx
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
+               capture: bool = False) -> Decoded:
+        """Decode one stream pair per image; all images share the padded size (``z_shape``)."""
+        t = Timings()
+        state: dict[str, Any] = {}
+        readers: list[StreamReader] = []
+        symbols: list[np.ndarray] = []
+        for i, op in enumerate(self.program.decode):
+            if op.kind == "stage":
+                self._run_stage(str(op.ref), state, t)
+            elif op.kind == "code_z":
+                start = time.perf_counter()
+                idx = np.broadcast_to(self._z_channel, (self.program.config.N, *z_shape))
+                z = np.stack([StreamReader(s).read(idx, self.tables.z) for s in z_strings]).astype(np.float32)
+                readers = [StreamReader(s) for s in y_strings]
+                t.entropy += time.perf_counter() - start
+                state["z_q"] = self._device(z, t)
+            else:
+                symbols.append(self._decode_step(op, state, readers, t))
+            self._free(state, self._free_dec.get(i), capture)
+        return Decoded(state["x_hat"], symbols, t, state if capture else None)
+
+    def _decode_step(self, op: Op, state: dict[str, Any], readers: list[StreamReader], t: Timings) -> np.ndarray:
+        step = self.program.code_steps[int(op.ref)]
+        scales = self._host(state[step.scales], t)
+        start = time.perf_counter()
+        idx = scale_indexes(scales, self.tables.scale_edges)
+        sym = np.stack([r.read(idx[b], self.tables.y) for b, r in enumerate(readers)])
+        t.entropy += time.perf_counter() - start
+        state[step.q] = self._device(sym.astype(np.float32), t)
+        return sym
