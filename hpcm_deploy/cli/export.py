@@ -1,0 +1,152 @@
+"""``hpcm-deploy export`` and ``hpcm-deploy verify``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..config import PRESETS
+from ..errors import ConfigError
+from . import main
+from .options import parse_overrides, set_option
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"bad size {text!r}: expected HxW, e.g. 512x768") from None
+    if h <= 0 or w <= 0 or h % 256 or w % 256:
+        raise ConfigError(f"bad size {text!r}: padded sizes are positive multiples of 256")
+    return h, w
+
+
+@main.command("export")
+@click.option("--preset", type=click.Choice(list(PRESETS)), help="Architecture (default: from the checkpoint, "
+              "else tiny-phase2).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights to export (official, reference or ours).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory (default: export/<name>).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset to request.")
+@click.option("--batch", type=int, help="Fix the batch size (default: dynamic).")
+@click.option("--jobs", type=int, help="Parallel tracing processes (default: one per CPU, at most 4).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no "
+              "checkpoint is given.")
+@click.option("--check/--no-check", default=True, show_default=True, help="Check every graph against PyTorch at "
+              "three other sizes with ONNX Runtime after exporting.")
+@set_option
+def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, overrides) -> None:
+    """Export every stage of a model to ONNX, with its manifest and entropy tables."""
+    from ..exporting.manifest import Manifest
+    from ..exporting.onnx_export import export_model
+    from ..models.api import load_model
+
+    if batch is not None and batch < 1:
+        raise ConfigError("--batch must be at least 1")
+    if checkpoint is None and preset is None:
+        preset = "tiny-phase2"
+    model = load_model(preset, checkpoint, seed=seed, **parse_overrides(overrides))
+    name = Path(checkpoint).stem if checkpoint else str(preset)
+    target = Path(out) if out else Path("export") / name
+    console = Console(stderr=True)
+    with Progress(TextColumn("exporting {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        from ..stages import build_program
+
+        task = bar.add_task(name, total=len(build_program(model.config).stages))
+
+        def done(stage: str, seconds: float) -> None:
+            bar.console.print(f"  {stage:10s} {seconds:6.1f} s")
+            bar.advance(task)
+
+        export_model(model, target, name, opset=opset, batch=batch, jobs=jobs, progress=done,
+                     source=str(checkpoint or f"preset {preset} (seed {seed})"))
+    manifest = Manifest.load(target)
+    size = sum(s["bytes"] for s in manifest.data["stages"].values())
+    click.echo(f"wrote {target} ({len(manifest.data['stages'])} graphs, {size / 1e6:.1f} MB, opset "
+               f"{manifest.data['opset']}, {manifest.data['export_seconds']} s)")
+    if check:
+        from ..backends.onnxrt import OnnxRuntimeBackend
+        from ..exporting.verify import check_stages
+
+        results = check_stages(model, manifest.program(), OnnxRuntimeBackend(manifest))
+        bad = [r for r in results if not r.ok]
+        worst = max(results, key=lambda r: r.max_abs)
+        click.echo(f"checked {len(results)} outputs at 3 sizes other than the export size: "
+                   f"{'all within tolerance' if not bad else f'{len(bad)} OUT OF TOLERANCE'} "
+                   f"(largest difference {worst.max_abs:.2e} in {worst.stage}/{worst.output})")
+        if bad:
+            raise SystemExit(1)
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
+              show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--size", "sizes", multiple=True, help="Padded size HxW to check (repeatable; default: 256x256, "
+              "256x512, 768x512).")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--random-images", type=int, default=0, help="Also encode N random images of random sizes on both "
+              "PyTorch and the backend and count differing streams.")
+@click.option("--lint/--no-lint", default=True, show_default=True, help="Run polygraphy check lint on every graph.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def verify(export_dir, backend, device, sizes, batch, random_images, lint, as_json) -> None:
+    """Check an export against the PyTorch stages: per-stage errors, whole-image streams, TensorRT compatibility."""
+    from ..backends import open_backend
+    from ..exporting.manifest import Manifest
+    from ..exporting.verify import DEFAULT_SIZES, random_sizes, verify_export
+
+    manifest = Manifest.load(export_dir)
+    chosen = [parse_size(s) for s in sizes] or list(DEFAULT_SIZES)
+    report = verify_export(manifest, open_backend(backend, manifest, device), chosen, batch, lint=lint,
+                           random_sizes=random_sizes(random_images))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _print_report(report) -> None:
+    console = Console()
+    table = Table(title=f"stages: {report.backend} vs PyTorch (worst over outputs and sizes)")
+    for col in ("stage", "outputs", "max abs", "max rel", "ok"):
+        table.add_column(col)
+    by_stage: dict[str, list] = {}
+    for r in report.stages:
+        by_stage.setdefault(r.stage, []).append(r)
+    for stage, rows in by_stage.items():
+        table.add_row(stage, str(len({r.output for r in rows})), f"{max(r.max_abs for r in rows):.2e}",
+                      f"{max(r.max_rel for r in rows):.2e}", "yes" if all(r.ok for r in rows) else "NO")
+    console.print(table)
+    streams = Table(title="whole images: symbols and streams vs PyTorch stages")
+    for col in ("size", "same streams", "differing symbols", "first difference (step, index)", "own round trip"):
+        streams.add_column(col)
+    for s in report.streams:
+        streams.add_row(f"{s.size[0]}x{s.size[1]}", "yes" if s.same_streams else "NO", str(s.differing_symbols),
+                        str(s.first_difference or "-"), "exact" if s.decode_exact else "NOT EXACT")
+    console.print(streams)
+    compat = Table(title="TensorRT compatibility (static check)")
+    for col in ("graph", "opset", "nodes", "errors", "warnings"):
+        compat.add_column(col)
+    for g in report.compatibility:
+        errors = [f"{f.op}: {f.message}" for f in g.findings if f.severity == "error"]
+        warnings = [f for f in g.findings if f.severity == "warning"]
+        compat.add_row(g.graph, str(g.opset), str(g.nodes), "; ".join(errors) or "0", str(len(warnings)))
+    console.print(compat)
+    if report.lint:
+        failed = [g for g, ok in report.lint.items() if not ok]
+        console.print(f"polygraphy check lint: {len(report.lint) - len(failed)}/{len(report.lint)} graphs pass"
+                      + (f"; failing: {', '.join(failed)}" if failed else ""))
+    if report.random:
+        r = report.random
+        console.print(f"random images: {r['images']} encoded on PyTorch and {report.backend}: "
+                      f"{r['differing_streams']} streams differ; first differing step per stream: "
+                      f"{r['first_steps'] or '-'}")
+    console.print("verify: " + ("PASSED" if report.ok else "FAILED"))

@@ -1,0 +1,230 @@
+"""``hpcm-deploy export``: every stage of the coding program to its own ONNX graph.
+
+One export serves every padded size: height, width (multiples of 256) and, unless ``batch`` is fixed, the
+batch are dynamic. Graphs are traced with ``torch.onnx.export(dynamo=True)`` from sample tensors produced by
+running the PyTorch stages on an image of the export size, so every stage sees realistic values.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch.export import Dim
+
+from .. import __version__
+from ..backends.torch_backend import TorchBackend
+from ..entropy.tables import EntropyTables
+from ..errors import ExportError
+from ..models.hpcm import HPCM
+from ..runtime.runner import ProgramRunner
+from ..stages import CodingProgram, StageSpec, build_program, stage_module
+from .manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    TABLES,
+    WEIGHTS,
+    model_fingerprint,
+    sha256_file,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+EXPORT_SIZE = (512, 768)  # traced at 2x3 tiles of 256 (a size of 1 would be specialised by the tracer)
+SAMPLE_BATCH = 2
+MAX_TILES = 64  # dynamic range: up to 16384 pixels per side
+ProgressFn = Callable[[str, float], None]
+
+
+def _dims(batch: int | None) -> dict[str, Any]:
+    hk, wk = Dim("hk", min=1, max=MAX_TILES), Dim("wk", min=1, max=MAX_TILES)
+    dims: dict[str, Any] = {"H": 256 * hk, "W": 256 * wk, "H/16": 16 * hk, "W/16": 16 * wk,
+                            "H/32": 8 * hk, "W/32": 8 * wk, "H/64": 4 * hk, "W/64": 4 * wk}
+    if batch is None:
+        dims["B"] = Dim("batch", min=1, max=256)
+    return dims
+
+
+def dynamic_shapes(spec: StageSpec, program: CodingProgram, batch: int | None) -> tuple[dict[int, Any], ...]:
+    """``dynamic_shapes`` for ``torch.onnx.export``: each symbolic dimension of each input."""
+    dims = _dims(batch)
+    out = []
+    for name in spec.inputs:
+        shape = program.tensors[name].shape
+        out.append({i: dims[d] for i, d in enumerate(shape) if isinstance(d, str) and d in dims})
+    return tuple(out)
+
+
+def sample_state(model: HPCM, program: CodingProgram, batch: int, size: tuple[int, int] = EXPORT_SIZE,
+                 seed: int = 0) -> dict[str, torch.Tensor]:
+    """Every named tensor of an encode (and the decoder's final stage) on a smooth random image."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, size[0] // 32, size[1] // 32, generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    runner = ProgramRunner(program, TorchBackend(model, program), EntropyTables.from_model(model))
+    encoded = runner.encode(x, capture=True)
+    assert encoded.state is not None
+    return encoded.state
+
+
+def export_stage(model: HPCM, program: CodingProgram, name: str, state: dict[str, torch.Tensor], path: Path,
+                 opset: int, batch: int | None) -> None:
+    """Trace one stage and write ``path`` (weights embedded)."""
+    spec = program.stages[name]
+    module = stage_module(model, spec)
+    args = tuple(state[n] for n in spec.inputs)
+    shapes: Any = dynamic_shapes(spec, program, batch)
+    params = inspect.signature(module.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        shapes = (shapes,)  # forward(*inputs): one positional argument holding all inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, opset_version=opset,
+                          dynamic_shapes=shapes, input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), optimize=True, verbose=False)
+
+
+_WORKER_CACHE: dict[tuple[str, str], tuple[HPCM, dict, CodingProgram]] = {}
+
+
+def _worker(job: tuple[str, str, str, list[str], int, int | None]) -> list[tuple[str, float]]:
+    """Process-pool entry: rebuild model and samples from files (once per process), export some stages."""
+    weights, samples, out_dir, names, opset, batch = job
+    if (weights, samples) not in _WORKER_CACHE:
+        torch.set_num_threads(1)
+        from ..models.api import load_model
+
+        model = load_model(checkpoint=weights, seed=None)
+        _WORKER_CACHE.clear()
+        _WORKER_CACHE[(weights, samples)] = (model, torch.load(samples, weights_only=True),
+                                             build_program(model.config))
+    model, state, program = _WORKER_CACHE[(weights, samples)]
+    done = []
+    for name in names:
+        start = time.perf_counter()
+        export_stage(model, program, name, state, Path(out_dir) / f"{name}.onnx", opset, batch)
+        done.append((name, time.perf_counter() - start))
+    return done
+
+
+def _graph_io(path: Path) -> tuple[list[dict], list[dict], int]:
+    m = onnx.load(str(path), load_external_data=False)
+
+    def describe(vi: onnx.ValueInfoProto) -> dict:
+        t = vi.type.tensor_type
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+        return {"name": vi.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, "onnx_shape": dims}
+
+    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    return [describe(i) for i in m.graph.input], [describe(o) for o in m.graph.output], opset
+
+
+def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int = DEFAULT_OPSET,
+                 batch: int | None = None, jobs: int | None = None, progress: ProgressFn | None = None,
+                 source: str = "") -> Path:
+    """Export every stage of ``model`` into ``out_dir`` (replaced atomically on success).
+
+    ``batch=None`` exports a dynamic batch; an int fixes it. ``jobs`` processes trace in parallel (tracing is
+    single-threaded Python; default: one per CPU, at most 4).
+    """
+    model = model.cpu().eval()
+    model.update()
+    program = build_program(model.config)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        tables = EntropyTables.from_model(model)
+        tables.save(work / TABLES)
+        state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({"config": model.config.to_dict(), "state_dict": state_dict}, work / WEIGHTS)
+        sample_batch = batch or SAMPLE_BATCH
+        state = sample_state(model, program, sample_batch)
+        names = list(program.stages)
+        jobs = max(1, min(jobs or min(os.cpu_count() or 1, 4), len(names)))
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        if jobs == 1:
+            for n in names:
+                t0 = time.perf_counter()
+                export_stage(model, program, n, state, work / f"{n}.onnx", opset, batch)
+                timings[n] = time.perf_counter() - t0
+                if progress:
+                    progress(n, timings[n])
+        else:
+            samples = work / ".samples.pt"
+            torch.save({k: v.contiguous() for k, v in state.items()}, samples)
+            # biggest stages first so the pool stays balanced
+            order = sorted(names, key=lambda n: -len(program.stages[n].inputs))
+            chunks = [[n] for n in order]
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(jobs) as pool:
+                for done in pool.imap_unordered(_worker, [(str(work / WEIGHTS), str(samples), str(work), c, opset,
+                                                           batch) for c in chunks]):
+                    for n, sec in done:
+                        timings[n] = sec
+                        if progress:
+                            progress(n, sec)
+            samples.unlink()
+        manifest = _manifest(model, program, name, work, opset, batch, tables, state_dict, timings,
+                             time.perf_counter() - started, source)
+        write_json_atomic(work / MANIFEST, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+
+
+def _manifest(model: HPCM, program: CodingProgram, name: str, root: Path, opset: int, batch: int | None,
+              tables: EntropyTables, state_dict: dict, timings: dict[str, float], seconds: float,
+              source: str) -> dict[str, Any]:
+    stages = {}
+    written_opset = opset
+    for sname, spec in program.stages.items():
+        path = root / f"{sname}.onnx"
+        if not path.is_file():
+            raise ExportError(f"stage {sname} was not written")
+        ins, outs, written_opset = _graph_io(path)
+        for entry in ins + outs:
+            entry["shape"] = list(program.tensors[entry["name"]].shape)
+        stages[sname] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                         "kind": spec.kind, "scale": spec.scale, "partition": spec.partition,
+                         "inputs": ins, "outputs": outs, "export_seconds": round(timings.get(sname, 0.0), 2)}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "family": model.config.family,
+        "source": source,
+        "config": model.config.to_dict(),
+        "fingerprint": model_fingerprint(model.config, state_dict, tables.digest()),
+        "opset": written_opset,
+        "opset_requested": opset,
+        "batch": batch,
+        "precision": "fp32",
+        "size_rule": {"multiple": 256, "dims": "H and W of the padded image; every other size derives from them"},
+        "export_size": list(EXPORT_SIZE),
+        "tables": {"file": TABLES, "sha256": sha256_file(root / TABLES)},
+        "weights": {"file": WEIGHTS, "sha256": sha256_file(root / WEIGHTS)},
+        "stages": stages,
+        "program": program.to_dict(),
+        "created_with": {"hpcm_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__},
+        "export_seconds": round(seconds, 1),
+    }

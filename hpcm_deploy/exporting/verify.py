@@ -1,0 +1,237 @@
+"""``hpcm-deploy verify``: an export against the PyTorch stages it came from.
+
+Three checks: (1) every stage, at sizes other than the export size, within tolerance of the PyTorch stage on
+the same inputs (Polygraphy's comparator decides); (2) whole images: the backend's encoder writes the same
+symbols and streams as the PyTorch stages, and where not, the first step and position that differ; its decoder
+reads its own streams back exactly; (3) the static TensorRT compatibility report of every graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..backends.base import Backend
+from ..backends.torch_backend import TorchBackend
+from ..entropy.tables import EntropyTables
+from ..models.api import load_model
+from ..models.hpcm import HPCM
+from ..runtime.runner import Encoded, ProgramRunner
+from ..stages import CodingProgram
+from .manifest import Manifest
+from .onnx_export import sample_state
+from .trt_compat import GraphReport, check_file
+
+DEFAULT_SIZES = ((256, 256), (256, 512), (768, 512))
+ATOL = RTOL = 1e-4
+
+
+@dataclass
+class StageResult:
+    stage: str
+    size: tuple[int, int]
+    output: str
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+@dataclass
+class StreamResult:
+    size: tuple[int, int]
+    same_streams: bool
+    # (what differs: "z", "symbol" or "cdf index"; coding step; position in its packed tensor)
+    first_difference: tuple[str, int, tuple[int, ...]] | None
+    decode_exact: bool
+    differing_symbols: int = 0
+
+
+@dataclass
+class VerifyReport:
+    backend: str
+    stages: list[StageResult] = field(default_factory=list)
+    streams: list[StreamResult] = field(default_factory=list)
+    compatibility: list[GraphReport] = field(default_factory=list)
+    lint: dict[str, bool] = field(default_factory=dict)
+    random: dict[str, Any] = field(default_factory=dict)  # a measurement: never fails the report
+
+    @property
+    def ok(self) -> bool:
+        return (all(r.ok for r in self.stages) and all(s.same_streams and s.decode_exact for s in self.streams)
+                and all(g.ok for g in self.compatibility) and all(self.lint.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "ok": self.ok,
+            "stages": [vars(r) for r in self.stages],
+            "streams": [vars(s) for s in self.streams],
+            "compatibility": [{"graph": g.graph, "opset": g.opset, "nodes": g.nodes, "ok": g.ok,
+                               "findings": [vars(f) for f in g.findings]} for g in self.compatibility],
+            "lint": self.lint,
+            "random": self.random,
+        }
+
+
+@contextlib.contextmanager
+def _quiet_polygraphy() -> Iterator[None]:
+    from polygraphy.logger import G_LOGGER
+
+    old = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    try:
+        yield
+    finally:
+        G_LOGGER.module_severity = old
+
+
+def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+                    atol: float = ATOL, rtol: float = RTOL) -> dict[str, tuple[bool, float, float]]:
+    """Per output: (within tolerance, max abs difference, max relative difference)."""
+    from polygraphy.comparator import SimpleCompareFunc
+    from polygraphy.comparator.struct import IterationResult
+
+    with _quiet_polygraphy():
+        result = SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True)(
+            IterationResult(outputs=reference, runner_name="torch"),
+            IterationResult(outputs=candidate, runner_name="backend"))
+    return {k: (bool(v), float(v.max_absdiff), float(v.max_reldiff)) for k, v in result.items()}
+
+
+def check_stages(model: HPCM, program: CodingProgram, backend: Backend, sizes=DEFAULT_SIZES, batch: int = 1,
+                 seed: int = 1) -> list[StageResult]:
+    """Every stage of ``backend`` against the PyTorch stage on identical inputs, at each size."""
+    torch_backend = TorchBackend(model, program)
+    results = []
+    for size in sizes:
+        state = sample_state(model, program, batch, size, seed=seed)
+        for name, spec in program.stages.items():
+            inputs = [state[n] for n in spec.inputs]
+            ref = torch_backend.run(name, inputs)
+            out = backend.run(name, [backend.from_host(t.numpy()) for t in inputs])
+            compared = compare_outputs({n: r.numpy() for n, r in zip(spec.outputs, ref)},
+                                       {n: backend.to_host(o) for n, o in zip(spec.outputs, out)})
+            for n, (ok, abs_err, rel_err) in compared.items():
+                results.append(StageResult(name, tuple(size), n, abs_err, rel_err, ok))
+    return results
+
+
+def first_difference(a: Encoded, b: Encoded) -> tuple[tuple[str, int, tuple[int, ...]] | None, int]:
+    """Where two encodes of the same image first part (z symbols, then step by step: symbol, then CDF
+    index), and how many y symbols differ in all."""
+    if not np.array_equal(a.z_symbols, b.z_symbols):
+        where = tuple(int(i) for i in np.argwhere(a.z_symbols != b.z_symbols)[0])
+        return ("z", -1, where), sum(int((x != y).sum()) for x, y in zip(a.symbols, b.symbols))
+    first, count = None, 0
+    for step, (xs, ys, xi, yi) in enumerate(zip(a.symbols, b.symbols, a.indexes, b.indexes)):
+        sym, idx = xs != ys, xi != yi
+        count += int(sym.sum())
+        if first is None and (sym.any() or idx.any()):
+            kind, mask = ("symbol", sym) if sym.any() else ("cdf index", idx)
+            if sym.any() and idx.any() and np.flatnonzero(idx)[0] < np.flatnonzero(sym)[0]:
+                kind, mask = "cdf index", idx
+            first = (kind, step, tuple(int(i) for i in np.argwhere(mask)[0]))
+    return first, count
+
+
+def random_image(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """A smooth random image with some texture: low-frequency noise plus a little white noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, max(1, size[0] // 32), max(1, size[1] // 32), generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    return (x + 0.03 * torch.rand(batch, 3, *size, generator=g)).clamp(0, 1)
+
+
+def check_streams(model: HPCM, program: CodingProgram, backend: Backend, tables: EntropyTables, sizes=DEFAULT_SIZES,
+                  batch: int = 1, seed: int = 2) -> list[StreamResult]:
+    """Whole-image encode on ``backend`` against the PyTorch stages; and ``backend``'s own round trip."""
+    reference = ProgramRunner(program, TorchBackend(model, program), tables)
+    candidate = ProgramRunner(program, backend, tables)
+    results = []
+    for n, size in enumerate(sizes):
+        x = random_image(batch, size, seed * 7919 + n)
+        ref = reference.encode(x)
+        enc = candidate.encode(backend.from_host(x.numpy()))
+        first, count = first_difference(ref, enc)
+        dec = candidate.decode(enc.y_strings, enc.z_strings, enc.z_shape)
+        exact = all(bool((p == q).all()) for p, q in zip(dec.symbols, enc.symbols))
+        same = enc.y_strings == ref.y_strings and enc.z_strings == ref.z_strings
+        results.append(StreamResult(tuple(size), same, first, exact, count))
+    return results
+
+
+def random_sizes(count: int, seed: int = 0, max_tiles: int = 3) -> list[tuple[int, int]]:
+    """``count`` padded sizes with sides drawn from 256 .. 256 * max_tiles."""
+    g = np.random.default_rng(seed)
+    return [(256 * int(g.integers(1, max_tiles + 1)), 256 * int(g.integers(1, max_tiles + 1))) for _ in range(count)]
+
+
+def compare_random_images(model: HPCM, program: CodingProgram, backend: Backend, tables: EntropyTables,
+                          sizes: list[tuple[int, int]], seed: int = 100) -> dict[str, Any]:
+    """Encode one random image per size with the PyTorch stages and with ``backend``: how many streams differ,
+    and at which coding step each first diverges."""
+    reference = ProgramRunner(program, TorchBackend(model, program), tables)
+    candidate = ProgramRunner(program, backend, tables)
+    first_steps: dict[int, int] = {}
+    differing = 0
+    for n, size in enumerate(sizes):
+        x = random_image(1, size, seed + n)
+        a, b = reference.encode(x), candidate.encode(backend.from_host(x.numpy()))
+        if a.y_strings != b.y_strings or a.z_strings != b.z_strings:
+            differing += 1
+            first, _ = first_difference(a, b)
+            key = f"{first[0]}@{first[1]}" if first else "bytes only"
+            first_steps[key] = first_steps.get(key, 0) + 1
+    return {"images": len(sizes), "differing_streams": differing, "first_steps": dict(sorted(first_steps.items()))}
+
+
+def verify_export(manifest: Manifest, backend: Backend, sizes=DEFAULT_SIZES, batch: int = 1,
+                  model: HPCM | None = None, lint: bool = True,
+                  random_sizes: list[tuple[int, int]] | None = None) -> VerifyReport:
+    """All three checks for ``manifest`` run on ``backend``."""
+    sizes = [tuple(s) for s in sizes]
+    model = model or load_model(checkpoint=manifest.path("weights"), seed=None)
+    program = manifest.program()
+    tables = EntropyTables.load(manifest.path("tables"))
+    report = VerifyReport(backend.name)
+    report.stages = check_stages(model, program, backend, sizes, batch)
+    report.streams = check_streams(model, program, backend, tables, sizes, batch)
+    report.compatibility = [check_file(manifest.stage_path(s)) for s in manifest.data["stages"]]
+    if lint:
+        report.lint = {s: polygraphy_lint(manifest, s, sizes[0], batch)[0] for s in manifest.data["stages"]}
+    if random_sizes:
+        report.random = compare_random_images(model, program, backend, tables, random_sizes)
+    return report
+
+
+def concrete_shape(shape: tuple, size: tuple[int, int], batch: int) -> list[int]:
+    """A program shape (``("B", 640, "H/16", "W/16")``) at a padded size and batch."""
+    env = {"B": batch, "H": size[0], "W": size[1]}
+    out = []
+    for d in shape:
+        if isinstance(d, int):
+            out.append(d)
+        else:
+            base, _, div = d.partition("/")
+            out.append(env[base] // int(div) if div else env[base])
+    return out
+
+
+def polygraphy_lint(manifest: Manifest, stage: str, size: tuple[int, int] = (256, 256),
+                    batch: int = 1) -> tuple[bool, str]:
+    """``polygraphy check lint`` on one stage, with concrete input shapes (a derived dimension like
+    ``16*hk`` cannot be guessed by its data loader); returns (passed, its output)."""
+    from polygraphy.tools import main as polygraphy_main
+
+    program = manifest.program()
+    shapes = [f"{n}:{concrete_shape(program.tensors[n].shape, size, batch)}".replace(" ", "")
+              for n in program.stages[stage].inputs]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        status = polygraphy_main(["check", "lint", str(manifest.stage_path(stage)), "--input-shapes", *shapes])
+    return status == 0, buf.getvalue()

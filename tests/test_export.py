@@ -1,0 +1,148 @@
+"""ONNX export: manifest, graph validity at other sizes, stream parity with the PyTorch stages."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+import hpcm_deploy as hd
+from hpcm_deploy.backends.onnxrt import OnnxRuntimeBackend
+from hpcm_deploy.cli import main
+from hpcm_deploy.entropy.tables import EntropyTables
+from hpcm_deploy.exporting.manifest import Manifest
+from hpcm_deploy.exporting.onnx_export import EXPORT_SIZE
+from hpcm_deploy.exporting.trt_compat import check_file, check_model
+from hpcm_deploy.exporting.verify import check_stages, check_streams, polygraphy_lint
+
+OTHER_SIZES = [(256, 256), (256, 512), (768, 256)]
+assert all(s != EXPORT_SIZE for s in OTHER_SIZES)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_phase2_export", "tiny_base_export"])
+def test_manifest_describes_every_stage(request, fixture):
+    root = request.getfixturevalue(fixture)
+    manifest = Manifest.load(root)
+    data = manifest.data
+    assert data["format_version"] == 1 and len(data["fingerprint"]) == 64 and data["opset"] >= 18
+    program = manifest.program()
+    assert list(data["stages"]) == list(program.stages)
+    for name, entry in data["stages"].items():
+        spec = program.stages[name]
+        assert [i["name"] for i in entry["inputs"]] == list(spec.inputs)
+        assert [o["name"] for o in entry["outputs"]] == list(spec.outputs)
+        for io in entry["inputs"] + entry["outputs"]:
+            assert io["dtype"] == "float32"
+            assert any(isinstance(d, str) for d in io["onnx_shape"][2:4]) or len(io["onnx_shape"]) != 4
+        onnx.checker.check_model(onnx.load(str(root / entry["file"])))
+    assert data["program"]["encode"][0] == ["stage", "g_a"] and data["program"]["decode"][-1] == ["stage", "g_s"]
+    assert data["size_rule"]["multiple"] == 256
+    tables = EntropyTables.load(manifest.path("tables"))
+    assert tables.y.cdf.shape == (60, 699)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_phase2_export", "tiny_base_export"])
+def test_every_graph_matches_pytorch_at_three_other_sizes(request, fixture):
+    root = request.getfixturevalue(fixture)
+    manifest = Manifest.load(root)
+    model = hd.load_model(checkpoint=manifest.path("weights"), seed=None)
+    results = check_stages(model, manifest.program(), OnnxRuntimeBackend(manifest), OTHER_SIZES, batch=2)
+    assert {r.size for r in results} == set(OTHER_SIZES)
+    assert {r.stage for r in results} == set(manifest.data["stages"])
+    bad = [r for r in results if not r.ok]
+    assert not bad, bad[:5]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_phase2_export", "tiny_base_export"])
+def test_onnxruntime_writes_the_pytorch_streams(request, fixture):
+    root = request.getfixturevalue(fixture)
+    manifest = Manifest.load(root)
+    model = hd.load_model(checkpoint=manifest.path("weights"), seed=None)
+    tables = EntropyTables.load(manifest.path("tables"))
+    results = check_streams(model, manifest.program(), OnnxRuntimeBackend(manifest), tables,
+                            [(256, 256), (512, 256)], batch=2)
+    for r in results:
+        assert r.same_streams and r.first_difference is None and r.decode_exact, r
+
+
+def test_every_graph_is_tensorrt_compatible_and_lints(tiny_phase2_export):
+    manifest = Manifest.load(tiny_phase2_export)
+    for stage in manifest.data["stages"]:
+        report = check_file(manifest.stage_path(stage))
+        assert report.ok, (stage, report.errors())
+        assert report.nodes > 0
+    # polygraphy's own linter on every graph (onnx checker, ONNX Runtime inference with generated inputs)
+    for stage in manifest.data["stages"]:
+        ok, output = polygraphy_lint(manifest, stage, (256, 512), batch=2)
+        assert ok, output[-3000:]
+
+
+def test_compatibility_check_flags_unsupported_graphs():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])
+    k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("a", "b", "c", "d", "e")]
+    idx = helper.make_tensor("idx", TensorProto.INT64, [4, 4], [0] * 16)
+    roi = helper.make_tensor("scales", TensorProto.FLOAT, [2], [2.0, 2.0])
+    nodes = [
+        helper.make_node("NonZero", ["x"], ["nz"], name="nonzero"),
+        helper.make_node("ScatterElements", ["x", "idx", "x"], ["a"], reduction="add", name="scatter_add"),
+        helper.make_node("TopK", ["x", "k"], ["b", "ti"], name="dynamic_topk"),
+        helper.make_node("Resize", ["x", "", "scales"], ["c"], mode="linear",
+                         coordinate_transformation_mode="tf_crop_and_resize", name="resize"),
+        helper.make_node("SequenceEmpty", [], ["seq"], name="sequence"),
+        helper.make_node("Relu", ["x"], ["d"], name="fine"),
+        helper.make_node("Identity", ["x"], ["e"], name="also_fine"),
+    ]
+    graph = helper.make_graph(nodes, "bad", [x, k], outs, initializer=[idx, roi])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    report = check_model(model)
+    flagged = {f.node for f in report.errors()}
+    assert flagged == {"nonzero", "scatter_add", "dynamic_topk", "resize", "sequence"}
+    assert not report.ok
+    big_k = helper.make_tensor("k", TensorProto.INT64, [1], [5000])
+    graph = helper.make_graph([nodes[2]], "bigk", [x], [outs[1]], initializer=[big_k])
+    report = check_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert [f.node for f in report.errors()] == ["dynamic_topk"] and "3840" in report.errors()[0].message
+
+
+def test_changed_or_incomplete_exports_are_refused(tmp_path, tiny_base_export):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_base_export, copy)
+    path = copy / "h_s.onnx"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(hd.ExportError, match="was modified"):
+        Manifest.load(copy)
+    path.unlink()
+    with pytest.raises(hd.ExportError, match="incomplete"):
+        Manifest.load(copy)
+    with pytest.raises(hd.ExportError, match="not an export"):
+        Manifest.load(tmp_path)
+    with pytest.raises(hd.ExportError, match="not found"):
+        Manifest.load(tmp_path / "nowhere")
+
+
+def test_verify_cli_reports_and_passes(tiny_phase2_export):
+    result = CliRunner().invoke(main, ["verify", str(tiny_phase2_export), "--size", "256x256", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ok"] and report["streams"][0]["same_streams"]
+    assert {c["graph"] for c in report["compatibility"]} == set(Manifest.load(tiny_phase2_export).data["stages"])
+    bad = CliRunner().invoke(main, ["verify", str(tiny_phase2_export), "--size", "300x256"])
+    assert bad.exit_code == 1 and "multiples of 256" in bad.output
+
+
+def test_export_cli_errors_are_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(tmp_path / "missing.pth")])
+    assert result.exit_code == 1 and result.output.startswith("error: checkpoint not found")
+    assert not (tmp_path / "export").exists()
+
+
+def test_fingerprint_follows_weights(tiny_phase2_export, tiny_base_export):
+    a, b = Manifest.load(tiny_phase2_export), Manifest.load(tiny_base_export)
+    assert a.fingerprint != b.fingerprint
+    assert np.array_equal(EntropyTables.load(a.path("tables")).y.cdf, EntropyTables.load(b.path("tables")).y.cdf)
