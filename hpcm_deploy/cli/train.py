@@ -1,0 +1,31 @@
+"""``hpcm-deploy train``: a small model on the CPU from bundled images."""
+
+from __future__ import annotations
+
+import click
+
+from ..config import PRESETS
+from . import main
+
+
+@main.command("train")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny-phase2", show_default=True)
+@click.option("--lambda", "lmbda", type=float, default=0.0035, show_default=True, help="Rate-distortion trade-off.")
+@click.option("--steps", type=int, default=10000, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads (two runs side by side "
+              "on one thread each use a 2-core machine best).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory (checkpoint, log, "
+              "final model.pt).")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
+def train_cmd(preset, lmbda, steps, batch, crop, lr, seed, threads, out, no_resume) -> None:
+    """Train a model with the HPCM rate-distortion loss; resumes from OUT/checkpoint.pt."""
+    from ..training.train import TrainSettings, train
+
+    settings = TrainSettings(preset=preset, lmbda=lmbda, steps=steps, batch=batch, crop=crop, lr=lr,
+                             lr_final=lr / 5, seed=seed, threads=threads)
+    weights = train(out, settings, resume=not no_resume)
+    click.echo(f"wrote {weights}")

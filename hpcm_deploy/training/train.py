@@ -1,0 +1,124 @@
+"""Rate-distortion training (the HPCM training loss: ``lambda * 255^2 * MSE + bpp``) with checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import get_config
+from ..errors import CheckpointError
+from ..models.api import build_model
+from ..models.hpcm import HPCM
+from .data import CropSampler, bundled_images
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.pt"
+LOG = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    preset: str = "tiny-phase2"
+    lmbda: float = 0.0035
+    steps: int = 10000
+    batch: int = 8
+    crop: int = 256
+    lr: float = 5e-4
+    lr_final: float = 1e-4
+    lr_drop_at: float = 0.8  # fraction of the run after which lr_final is used
+    clip: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    checkpoint_every: int = 100
+    log_every: int = 20
+
+
+def rd_loss(out: dict, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
+    """The official training loss; bits per pixel from the likelihoods."""
+    pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    bpp_y = out["likelihoods"]["y"].log2().sum() / -pixels
+    bpp_z = out["likelihoods"]["z"].log2().sum() / -pixels
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    return {"loss": lmbda * 255 ** 2 * mse + bpp_y + bpp_z, "bpp": bpp_y + bpp_z, "bpp_y": bpp_y, "bpp_z": bpp_z,
+            "mse": mse, "psnr": -10 * torch.log10(mse.clamp_min(1e-10))}
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_weights(model: HPCM, path: Path, meta: dict) -> None:
+    """Weights in the form ``load_model(checkpoint=path)`` reads (config included)."""
+    _save_atomic({"config": model.config.to_dict(), "state_dict": model.state_dict(), "meta": meta}, path)
+
+
+def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True) -> Path:
+    """Train (or resume) into ``out_dir``; returns the path of the final weights."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(settings.threads)
+    ckpt_path = out / CHECKPOINT
+    model = build_model(get_config(settings.preset), seed=settings.seed).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    sampler = CropSampler(list(bundled_images("train").values()), settings.crop, settings.seed)
+    step, seconds = 0, 0.0
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        free = ("steps", "threads", "checkpoint_every", "log_every")  # may change when resuming
+        fixed = {k: v for k, v in asdict(settings).items() if k not in free}
+        if {k: ckpt["settings"].get(k) for k in fixed} != fixed:
+            raise CheckpointError(f"{ckpt_path} was written with other settings: {ckpt['settings']}")
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        sampler.set_state(ckpt["sampler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, seconds = ckpt["step"], ckpt["seconds"]
+        log.warning("resumed %s at step %d (%.1f h trained)", out, step, seconds / 3600)
+    logf = open(out / LOG, "a")
+    window: dict[str, float] = {}
+    started = time.perf_counter() - seconds
+    while step < settings.steps:
+        lr = settings.lr if step < settings.lr_drop_at * settings.steps else settings.lr_final
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = sampler.sample(settings.batch)
+        optimizer.zero_grad(set_to_none=True)
+        stats = rd_loss(model(x), x, settings.lmbda)
+        stats["loss"].backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
+        if not math.isfinite(float(norm)):
+            log.warning("step %d: non-finite gradient norm, batch skipped", step)
+            continue
+        optimizer.step()
+        step += 1
+        for k, v in stats.items():
+            window[k] = window.get(k, 0.0) + float(v.detach())
+        if step % settings.log_every == 0:
+            record = {k: v / settings.log_every for k, v in window.items()}
+            record.update(step=step, lr=lr, hours=(time.perf_counter() - started) / 3600)
+            logf.write(json.dumps(record) + "\n")
+            logf.flush()
+            log.info("step %d loss %.4f bpp %.4f psnr %.2f", step, record["loss"], record["bpp"], record["psnr"])
+            window = {}
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            _save_atomic({"settings": asdict(settings), "state_dict": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "sampler": sampler.state(),
+                          "torch_rng": torch.get_rng_state(), "step": step,
+                          "seconds": time.perf_counter() - started}, ckpt_path)
+    logf.close()
+    model.eval()
+    weights = out / WEIGHTS
+    save_weights(model, weights, {"settings": asdict(settings), "step": step,
+                                  "hours": (time.perf_counter() - started) / 3600})
+    return weights
