@@ -135,7 +135,7 @@ def _graph_io(path: Path) -> tuple[list[dict], list[dict], int]:
 
 def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int = DEFAULT_OPSET,
                  batch: int | None = None, jobs: int | None = None, progress: ProgressFn | None = None,
-                 source: str = "") -> Path:
+                 source: str = "", extra: dict[str, Any] | None = None) -> Path:
     """Export every stage of ``model`` into ``out_dir`` (replaced atomically on success).
 
     ``batch=None`` exports a dynamic batch; an int fixes it. ``jobs`` processes trace in parallel (tracing is
@@ -171,17 +171,24 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
             # biggest stages first so the pool stays balanced
             order = sorted(names, key=lambda n: -len(program.stages[n].inputs))
             chunks = [[n] for n in order]
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(jobs) as pool:
+            pool = mp.get_context("spawn").Pool(jobs)
+            try:
                 for done in pool.imap_unordered(_worker, [(str(work / WEIGHTS), str(samples), str(work), c, opset,
                                                            batch) for c in chunks]):
                     for n, sec in done:
                         timings[n] = sec
                         if progress:
                             progress(n, sec)
+                pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
             samples.unlink()
         manifest = _manifest(model, program, name, work, opset, batch, tables, state_dict, timings,
                              time.perf_counter() - started, source)
+        manifest.update(extra or {})
         write_json_atomic(work / MANIFEST, manifest)
         if out.exists():
             shutil.rmtree(out)

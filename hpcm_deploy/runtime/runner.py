@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +26,15 @@ class Timings:
     """Seconds spent per stage and per host phase."""
 
     stages: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    network: float = 0.0
-    entropy: float = 0.0
-    transfer: float = 0.0
+    network: float = 0.0  # backend work (stages)
+    entropy: float = 0.0  # rANS coding (on the helper thread when the encoder overlaps it)
+    entropy_wait: float = 0.0  # time the encoder waited for rANS after the last stage
+    transfer: float = 0.0  # device <-> host copies
+    host: float = 0.0  # other host work per step (quantisation, CDF indexes)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"network": self.network, "entropy": self.entropy, "transfer": self.transfer,
-                "stages": dict(self.stages)}
+        return {"network": self.network, "entropy": self.entropy, "entropy_wait": self.entropy_wait,
+                "transfer": self.transfer, "host": self.host, "stages": dict(self.stages)}
 
 
 @dataclass
@@ -94,8 +97,12 @@ class ProgramRunner:
                 state.pop(n, None)
 
     # ------------------------------------------------------------------ encode
-    def encode(self, x: Any, capture: bool = False) -> Encoded:
-        """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``)."""
+    def encode(self, x: Any, capture: bool = False, overlap: bool = True) -> Encoded:
+        """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``).
+
+        With ``overlap``, the rANS coding of step k runs on a helper thread while the backend computes step
+        k+1 (backends release the GIL while they compute); the symbols the next stage needs are ready first.
+        """
         t = Timings()
         state: dict[str, Any] = {"x": x}
         writers: list[StreamWriter] = []
@@ -103,33 +110,58 @@ class ProgramRunner:
         indexes: list[np.ndarray] = []
         z_strings: list[bytes] = []
         z_sym = np.zeros(0, dtype=np.int32)
-        for i, op in enumerate(self.program.encode):
-            if op.kind == "stage":
-                self._run_stage(str(op.ref), state, t)
-            elif op.kind == "code_z":
-                z_sym = self._host(state["z_q"], t).astype(np.int32)
-                start = time.perf_counter()
-                z_strings = [self._write_z(z_sym[b]) for b in range(z_sym.shape[0])]
-                writers = [StreamWriter() for _ in range(z_sym.shape[0])]
-                t.entropy += time.perf_counter() - start
+        pool = ThreadPoolExecutor(max_workers=1) if overlap else None
+        jobs: list[Future] = []
+
+        def code(fn, *args) -> None:  # rANS work, in order, on the helper thread (or inline)
+            if pool is None:
+                t.entropy += fn(*args)
             else:
-                sym, idx = self._encode_step(op, state, writers, t)
-                symbols.append(sym)
-                indexes.append(idx)
-            self._free(state, self._free_enc.get(i), capture)
-        start = time.perf_counter()
-        y_strings = [w.finish() for w in writers]
-        t.entropy += time.perf_counter() - start
+                jobs.append(pool.submit(fn, *args))
+
+        try:
+            for i, op in enumerate(self.program.encode):
+                if op.kind == "stage":
+                    self._run_stage(str(op.ref), state, t)
+                elif op.kind == "code_z":
+                    z_sym = self._host(state["z_q"], t).astype(np.int32)
+                    writers = [StreamWriter() for _ in range(z_sym.shape[0])]
+                    z_strings = [b""] * z_sym.shape[0]
+                    code(self._write_z, z_sym, z_strings)
+                else:
+                    sym, idx = self._quantize_step(op, state, t)
+                    symbols.append(sym)
+                    indexes.append(idx)
+                    code(self._write_y, sym, idx, writers)
+                self._free(state, self._free_enc.get(i), capture)
+            start = time.perf_counter()
+            t.entropy += sum(job.result() for job in jobs)
+            t.entropy_wait = time.perf_counter() - start
+            start = time.perf_counter()
+            y_strings = [w.finish() for w in writers]
+            t.entropy += time.perf_counter() - start
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         return Encoded(y_strings, z_strings, (int(z_sym.shape[-2]), int(z_sym.shape[-1])), symbols, z_sym, t,
                        indexes, state if capture else None)
 
-    def _write_z(self, z: np.ndarray) -> bytes:
-        w = StreamWriter()
-        w.write(z, np.broadcast_to(self._z_channel, z.shape), self.tables.z)
-        return w.finish()
+    def _write_z(self, z_sym: np.ndarray, out: list[bytes]) -> float:
+        start = time.perf_counter()
+        for b in range(z_sym.shape[0]):
+            w = StreamWriter()
+            w.write(z_sym[b], np.broadcast_to(self._z_channel, z_sym.shape[1:]), self.tables.z)
+            out[b] = w.finish()
+        return time.perf_counter() - start
 
-    def _encode_step(self, op: Op, state: dict[str, Any], writers: list[StreamWriter],
-                     t: Timings) -> tuple[np.ndarray, np.ndarray]:
+    def _write_y(self, sym: np.ndarray, idx: np.ndarray, writers: list[StreamWriter]) -> float:
+        start = time.perf_counter()
+        for b, w in enumerate(writers):
+            w.write(sym[b], idx[b], self.tables.y)
+        return time.perf_counter() - start
+
+    def _quantize_step(self, op: Op, state: dict[str, Any], t: Timings) -> tuple[np.ndarray, np.ndarray]:
+        """Symbols and CDF indexes of one step; the symbols go back to the device for the next stage."""
         step = self.program.code_steps[int(op.ref)]
         scales = self._host(state[step.scales], t)
         means = self._host(state[step.means], t)
@@ -138,9 +170,7 @@ class ProgramRunner:
         q = np.round(y - means)  # float32 arithmetic and round-half-even, as torch.round on the device
         sym = q.astype(np.int32)
         idx = scale_indexes(scales, self.tables.scale_edges)
-        for b, w in enumerate(writers):
-            w.write(sym[b], idx[b], self.tables.y)
-        t.entropy += time.perf_counter() - start
+        t.host += time.perf_counter() - start
         state[step.q] = self._device(q, t)
         return sym, idx
 

@@ -122,3 +122,14 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
     save_weights(model, weights, {"settings": asdict(settings), "step": step,
                                   "hours": (time.perf_counter() - started) / 3600})
     return weights
+
+
+def bundle_weights(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Weights as shipped in the package: float16 tensors (half the size; the model they define is the
+    float16-rounded one, loaded as float32), with the config and the training record."""
+    obj = torch.load(src, map_location="cpu", weights_only=False)
+    state = obj.get("state_dict", obj)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    out = Path(dst)
+    _save_atomic({"config": obj["config"], "state_dict": half, "meta": obj.get("meta", {})}, out)
+    return out
