@@ -30,11 +30,16 @@ class StreamWriter:
 
 
 class StreamReader:
-    """Decodes runs of symbols from one rANS stream, in the order they were written."""
+    """Decodes runs of symbols from one rANS stream, in the order they were written.
 
-    def __init__(self, data: bytes) -> None:
+    ``symbols`` (how many will be read) sizes a zero padding after the stream: CompressAI's decoder does not
+    check the end of its buffer, and a decoder that has lost sync with the encoder (decoding with other CDFs)
+    reads further than the encoder wrote. In sync it never reads the padding, so results are unchanged.
+    """
+
+    def __init__(self, data: bytes, symbols: int = 0) -> None:
         self._decoder = compressai_ans().RansDecoder()
-        self._decoder.set_stream(data)
+        self._decoder.set_stream(bytes(data) + bytes(65536 + 8 * symbols))
 
     def read(self, indexes: np.ndarray, table: CDFTable) -> np.ndarray:
         flat = np.ascontiguousarray(indexes, dtype=np.int32).reshape(-1)

@@ -152,23 +152,30 @@ class HPCM(nn.Module):
         scales, means = state.context.chunk(2, 1)
         return lattice.pack(scales, masks), lattice.pack(means, masks)
 
-    def network_step(self, scale: int, partition: int, state: ScaleState) -> tuple[Tensor, Tensor, ScaleState]:
-        """One network-driven coding step: packed (scales, means) of ``partition`` and the next state
-        (context after cross-attention and memory fusion; bank after the write). ``y_hat`` is unchanged."""
+    def network_step(self, scale: int, partition: int, state: ScaleState,
+                     force: Tensor | None = None) -> tuple[Tensor, Tensor, ScaleState, tuple[Tensor, Tensor] | None]:
+        """One network-driven coding step: packed (scales, means) of ``partition``, the next state (context
+        after cross-attention and memory fusion; bank after the write; ``y_hat`` unchanged) and, when the
+        bank query chooses, the decision ``(chosen slots, score gap)``. ``force`` imposes the choice."""
         adaptor, adaptive, prior, attn = self.step_networks(scale, partition)
         psi = prior(adaptor(torch.cat((state.context, state.y_hat), dim=1)), adaptive)
         context = attn(psi, state.context)
         keys, values = state.keys, state.values
         bank = self.bank(scale)
+        decision = None
         if bank is not None:
             step = next(s for s in self.memory_plan[scale].steps if s.partition == partition)
             if step.query_valid:
-                context = bank.fuse(context, keys, values, step.query_valid, step.topk, self.config.temperature)
+                context, slots, gap = bank.fuse(context, keys, values, step.query_valid, step.topk,
+                                                self.config.temperature, force)
+                if gap is not None:
+                    decision = (slots, gap)
             if step.write_slot is not None:
                 keys, values = bank.write(keys, values, step.write_slot, context)
         masks = lattice.step_masks(psi, scale, partition)
         scales, means = psi.chunk(2, 1)
-        return lattice.pack(scales, masks), lattice.pack(means, masks), ScaleState(context, state.y_hat, keys, values)
+        new_state = ScaleState(context, state.y_hat, keys, values)
+        return lattice.pack(scales, masks), lattice.pack(means, masks), new_state, decision
 
     @staticmethod
     def place(scale: int, partition: int, y_hat: Tensor, q: Tensor, means: Tensor) -> Tensor:
@@ -185,7 +192,7 @@ class HPCM(nn.Module):
             if (scale, partition) == (1, 0):
                 scales, means = self.initial_step_params(state)
             else:
-                scales, means, state = self.network_step(scale, partition, state)
+                scales, means, state, _ = self.network_step(scale, partition, state)
             q = code(index, scales, means)
             state = replace(state, y_hat=self.place(scale, partition, state.y_hat, q, means))
         return state.y_hat
@@ -298,10 +305,10 @@ class HPCM(nn.Module):
         device = self.means_hyper.device
         n = self.config.N
         z_idx = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None, None], (n, *shape))
-        z_np = np.stack([StreamReader(s).read(z_idx, table_z) for s in z_strings])
+        z_np = np.stack([StreamReader(s, z_idx.size).read(z_idx, table_z) for s in z_strings])
         z_q = torch.from_numpy(z_np).to(device=device, dtype=torch.float32)
         params = self.hyper_params(z_q)
-        readers = [StreamReader(s) for s in y_strings]
+        readers = [StreamReader(s, self.config.M * 16 * int(shape[0]) * int(shape[1])) for s in y_strings]
         edges = self.scale_edges.cpu().numpy()
         decoded: list[np.ndarray] = []
 
