@@ -177,15 +177,19 @@ def test_fuzzed_streams_always_fail_cleanly(codecs):
             codec.decompress(bytes(data))
 
 
-def test_container_layout_is_as_documented(codecs):
-    stream = codecs["onnxruntime"].compress(_photo(17, 333, seed=8))
-    box = container.parse(stream)
-    assert stream[:4] == b"HPCM" and stream[4] == 1 and stream[5] == 0
-    assert int.from_bytes(stream[14:18], "big") == 17 and int.from_bytes(stream[18:22], "big") == 333
-    assert stream[22] == 3 and stream[23] == 8
-    lz, ly = int.from_bytes(stream[24:28], "big"), int.from_bytes(stream[28:32], "big")
-    assert len(stream) == 36 + lz + ly + 4 and box.z == stream[36:36 + lz]
-    assert box.fingerprint == bytes.fromhex(codecs["onnxruntime"].fingerprint)[:8]
+def test_container_layout_is_as_documented(codecs, tiny_phase2_export):
+    plain = hd.Codec(tiny_phase2_export, backend="torch", margins=None)
+    for codec in (plain, codecs["torch"]):
+        stream = codec.compress(_photo(17, 333, seed=8))
+        box = container.parse(stream)
+        lz, ly, ls = (int.from_bytes(stream[o:o + 4], "big") for o in (24, 28, 32))
+        assert stream[:4] == b"HPCM" and stream[4] == (2 if ls else 1) and stream[5] == (1 if ls else 0)
+        assert int.from_bytes(stream[14:18], "big") == 17 and int.from_bytes(stream[18:22], "big") == 333
+        assert stream[22] == 3 and stream[23] == 8
+        assert len(stream) == 36 + lz + ly + ls + 4 and box.z == stream[36:36 + lz]
+        assert box.y == stream[36 + lz:36 + lz + ly] and box.side == stream[36 + lz + ly:36 + lz + ly + ls]
+        assert box.fingerprint == bytes.fromhex(codec.fingerprint)[:8]
+    assert container.parse(plain.compress(_photo(17, 333, seed=8))).side == b""
 
 
 def _write_pngs(folder, sizes):

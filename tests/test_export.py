@@ -13,7 +13,7 @@ import hpcm_deploy as hd
 from hpcm_deploy.backends.onnxrt import OnnxRuntimeBackend
 from hpcm_deploy.cli import main
 from hpcm_deploy.entropy.tables import EntropyTables
-from hpcm_deploy.exporting.manifest import Manifest
+from hpcm_deploy.exporting.manifest import FORMAT_VERSION, Manifest
 from hpcm_deploy.exporting.onnx_export import EXPORT_SIZE
 from hpcm_deploy.exporting.trt_compat import check_file, check_model
 from hpcm_deploy.exporting.verify import check_stages, check_streams, polygraphy_lint
@@ -27,7 +27,7 @@ def test_manifest_describes_every_stage(request, fixture):
     root = request.getfixturevalue(fixture)
     manifest = Manifest.load(root)
     data = manifest.data
-    assert data["format_version"] == 1 and len(data["fingerprint"]) == 64 and data["opset"] >= 18
+    assert data["format_version"] == FORMAT_VERSION and len(data["fingerprint"]) == 64 and data["opset"] >= 18
     program = manifest.program()
     assert list(data["stages"]) == list(program.stages)
     for name, entry in data["stages"].items():
@@ -35,7 +35,7 @@ def test_manifest_describes_every_stage(request, fixture):
         assert [i["name"] for i in entry["inputs"]] == list(spec.inputs)
         assert [o["name"] for o in entry["outputs"]] == list(spec.outputs)
         for io in entry["inputs"] + entry["outputs"]:
-            assert io["dtype"] == "float32"
+            assert io["dtype"] == program.tensors[io["name"]].dtype
             assert any(isinstance(d, str) for d in io["onnx_shape"][2:4]) or len(io["onnx_shape"]) != 4
         onnx.checker.check_model(onnx.load(str(root / entry["file"])))
     assert data["program"]["encode"][0] == ["stage", "g_a"] and data["program"]["decode"][-1] == ["stage", "g_s"]

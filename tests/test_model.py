@@ -89,7 +89,7 @@ def test_transfer_fills_the_next_banks_and_changes_the_output():
         y = on.g_a(x)
         params = on.hyper_params(on.hyper_quantize(y))
         s1 = on.enter_scale(1, params)
-        _, _, s1 = on.network_step(1, 1, s1)
+        _, _, s1, _ = on.network_step(1, 1, s1)
         s2 = on.enter_scale(2, params, s1)
         s2_off = off.enter_scale(2, params, s1)
     # s2's bank starts with the two s1 entries (slots 0, 1) before its own initial context (slot 2)
@@ -124,8 +124,8 @@ def test_reference_schedule_differs_exactly_where_the_reference_code_skips():
                 state = seed_model.enter_scale(scale, params, state)
             if (scale, part) == (1, 0):
                 continue
-            _, _, a = seed_model.network_step(scale, part, state)
-            _, _, b = ref_model.network_step(scale, part, state)
+            _, _, a, _ = seed_model.network_step(scale, part, state)
+            _, _, b, _ = ref_model.network_step(scale, part, state)
             if not torch.equal(a.context, b.context):
                 differing.append((scale, part))
             state = a

@@ -21,7 +21,8 @@ def test_program_is_single_assignment_and_complete():
                 produced: set[str] = set()
                 for op in ops:
                     for n in prog.reads(op, encoding):
-                        assert n in known, (name, schedule, op, n)
+                        # a stage's top-k override is supplied by the host coder (signalled decisions)
+                        assert n in known or n.startswith("topk_force."), (name, schedule, op, n)
                     if op.kind == "stage":
                         outs = prog.stages[str(op.ref)].outputs
                         assert not produced & set(outs), outs  # every tensor is written once

@@ -38,8 +38,10 @@ def parse_size(text: str) -> tuple[int, int]:
               "checkpoint is given.")
 @click.option("--check/--no-check", default=True, show_default=True, help="Check every graph against PyTorch at "
               "three other sizes with ONNX Runtime after exporting.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16: rewrite the graphs with the mixed-precision recipe (docs/tensorrt.md).")
 @set_option
-def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, overrides) -> None:
+def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precision, overrides) -> None:
     """Export every stage of a model to ONNX, with its manifest and entropy tables."""
     from ..exporting.manifest import Manifest
     from ..exporting.onnx_export import export_model
@@ -66,6 +68,11 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, overrid
         export_model(model, target, name, opset=opset, batch=batch, jobs=jobs, progress=done,
                      source=str(checkpoint or f"preset {preset} (seed {seed})"))
     manifest = Manifest.load(target)
+    if precision == "fp16":
+        from ..exporting.precision import derive_export
+
+        manifest = Manifest.load(derive_export(manifest, target, "fp16"))
+        check = False  # fp16 graphs differ from the fp32 stages by design; `verify` reports by how much
     size = sum(s["bytes"] for s in manifest.data["stages"].values())
     click.echo(f"wrote {target} ({len(manifest.data['stages'])} graphs, {size / 1e6:.1f} MB, opset "
                f"{manifest.data['opset']}, {manifest.data['export_seconds']} s)")
@@ -126,11 +133,13 @@ def _print_report(report) -> None:
                       f"{max(r.max_rel for r in rows):.2e}", "yes" if all(r.ok for r in rows) else "NO")
     console.print(table)
     streams = Table(title="whole images: symbols and streams vs PyTorch stages")
-    for col in ("size", "same streams", "differing symbols", "first difference (step, index)", "own round trip"):
+    for col in ("size", "same streams", "differing symbols", "first difference", "own round trip",
+                "largest scale error / margin", "signalled, decoded across"):
         streams.add_column(col)
     for s in report.streams:
         streams.add_row(f"{s.size[0]}x{s.size[1]}", "yes" if s.same_streams else "NO", str(s.differing_symbols),
-                        str(s.first_difference or "-"), "exact" if s.decode_exact else "NOT EXACT")
+                        str(s.first_difference or "-"), "exact" if s.decode_exact else "NOT EXACT",
+                        f"{s.largest_scale_error:.1e} / {s.margin:.0e}", "exact" if s.cross_exact else "NOT EXACT")
     console.print(streams)
     compat = Table(title="TensorRT compatibility (static check)")
     for col in ("graph", "opset", "nodes", "errors", "warnings"):
@@ -147,6 +156,10 @@ def _print_report(report) -> None:
     if report.random:
         r = report.random
         console.print(f"random images: {r['images']} encoded on PyTorch and {report.backend}: "
-                      f"{r['differing_streams']} streams differ; first differing step per stream: "
-                      f"{r['first_steps'] or '-'}")
+                      f"{r['differing_streams']} streams differ; first difference per stream: "
+                      f"{r['first_steps'] or '-'}; largest scale error {r['largest_scale_error']:.1e}")
+        fails = r["decode_failures"]
+        console.print("  decoded on the other side, failures: " + ", ".join(f"{k} {v}" for k, v in fails.items())
+                      + f"; signalling costs {r['side_bpp']:.5f} bpp ({100 * r['side_bytes'] / r['stream_bytes']:.2f}"
+                      " % of the payload)")
     console.print("verify: " + ("PASSED" if report.ok else "FAILED"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from ..errors import BitstreamError, InputError
 from ..exporting.manifest import Manifest, model_fingerprint
 from ..image import crop_image, pad_image, padded_size
 from ..models.hpcm import HPCM
+from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
 from ..runtime.runner import ProgramRunner
 from ..stages import CodingProgram, build_program
 from . import container
@@ -55,7 +57,9 @@ class Codec:
     """
 
     def __init__(self, export: str | os.PathLike | None = None, backend: str = "onnxruntime", device: str = "cpu",
-                 *, engines: str | os.PathLike | None = None, max_batch: int = 8, **backend_options: Any) -> None:
+                 *, engines: str | os.PathLike | None = None, max_batch: int = 8,
+                 margins: Margins | None = DEFAULT_MARGINS,
+                 **backend_options: Any) -> None:
         if export is None:
             from ..demo import default_export
 
@@ -64,15 +68,18 @@ class Codec:
         options = dict(backend_options)
         if engines is not None:
             options["engines"] = engines
+        self.margins = margins
         self._setup(self.manifest.program(), open_backend(backend, self.manifest, device, **options),
                     EntropyTables.load(self.manifest.path("tables")), self.manifest.fingerprint,
                     self.manifest.batch, max_batch)
 
     @classmethod
-    def from_model(cls, model: HPCM, device: str = "cpu", max_batch: int = 8) -> "Codec":
+    def from_model(cls, model: HPCM, device: str = "cpu", max_batch: int = 8,
+                   margins: Margins | None = DEFAULT_MARGINS) -> Codec:
         """A codec running the reference model's stages in PyTorch, without an export."""
         self = cls.__new__(cls)
         self.manifest = None
+        self.margins = margins
         model = model.eval()
         tables = EntropyTables.from_model(model)
         program = build_program(model.config)
@@ -101,7 +108,7 @@ class Codec:
         return out
 
     def _to_backend(self, x: torch.Tensor) -> Any:
-        if isinstance(self.backend, TorchBackend):
+        if self.backend.torch_native:  # stays on the device: no host round trip for CUDA inputs
             return x.to(self.backend.device)
         return self.backend.from_host(x.detach().cpu().numpy())
 
@@ -130,14 +137,16 @@ class Codec:
                 padded.append(p)
             x, real = self._fill(torch.cat(padded))
             start = time.perf_counter()
-            enc = self.runner.encode(self._to_backend(x))
+            enc = self.runner.encode(self._to_backend(x), margins=self.margins)
             total = time.perf_counter() - start
             timings = {**enc.timings.as_dict(), "total": total, "batch": real}
             for j, i in enumerate(members):
                 t, info = converted[i]
+                side = enc.side[j].to_bytes() if enc.side and enc.side[j] else b""
+                timings_j = {**timings, "signalled": enc.side[j].count if enc.side else 0, "side_bytes": len(side)}
                 box = container.Container(self._fp, t.shape[1], t.shape[2], info.channels, info.bit_depth,
-                                          enc.z_strings[j], enc.y_strings[j])
-                results[i] = CompressResult(box.to_bytes(), t.shape[1], t.shape[2], timings)
+                                          enc.z_strings[j], enc.y_strings[j], side)
+                results[i] = CompressResult(box.to_bytes(), t.shape[1], t.shape[2], timings_j)
         return [r for r in results if r is not None]
 
     def decompress(self, streams: bytes | Sequence[bytes], kind: str = "pil", device: str | None = None) -> Any:
@@ -157,12 +166,14 @@ class Codec:
             h, w = padded_size(boxes[members[0]].height, boxes[members[0]].width)
             y_strings = [boxes[i].y for i in members]
             z_strings = [boxes[i].z for i in members]
+            side = [SideInfo.from_bytes(boxes[i].side) if boxes[i].side else None for i in members]
             while self.fixed_batch and len(y_strings) < self.fixed_batch:
                 y_strings.append(y_strings[-1])
                 z_strings.append(z_strings[-1])
+                side.append(side[-1])
             start = time.perf_counter()
             try:
-                dec = self.runner.decode(y_strings, z_strings, (h // 64, w // 64))
+                dec = self.runner.decode(y_strings, z_strings, (h // 64, w // 64), side=side)
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise BitstreamError(f"stream could not be decoded ({str(exc).splitlines()[0]})") from None
             total = time.perf_counter() - start
@@ -179,7 +190,7 @@ class Codec:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Codec":
+    def __enter__(self) -> Codec:
         return self
 
     def __exit__(self, *exc: object) -> None:

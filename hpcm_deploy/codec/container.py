@@ -1,10 +1,10 @@
 """The ``.hpcm`` container: one compressed image. Specified byte by byte in docs/bitstream.md.
 
-All integers are big-endian. Layout of version 1::
+All integers are big-endian. Layout (version 1 has no side information; version 2 adds it)::
 
     offset  size  field
     0       4     magic "HPCM"
-    4       1     format version (1)
+    4       1     format version (1, or 2 when flag bit 0 is set)
     5       1     flags (bit 0: coding decisions are signalled, see docs/bitstream.md; other bits 0)
     6       8     model fingerprint: the first 8 bytes of the export's sha256 fingerprint
     14      4     original height (pixels)
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from ..errors import BitstreamError
 
 MAGIC = b"HPCM"
-VERSION = 1
+VERSION = 1  # plain streams
+VERSION_SIGNALLED = 2  # streams with signalled decisions (side information)
 FLAG_SIGNALLED = 0x01
 _HEADER = struct.Struct(">4sBB8sIIBBIII")
 HEADER_SIZE = _HEADER.size  # 36
@@ -51,8 +52,12 @@ class Container:
     def flags(self) -> int:
         return FLAG_SIGNALLED if self.side else 0
 
+    @property
+    def version(self) -> int:
+        return VERSION_SIGNALLED if self.side else VERSION
+
     def to_bytes(self) -> bytes:
-        head = _HEADER.pack(MAGIC, VERSION, self.flags, self.fingerprint, self.height, self.width, self.channels,
+        head = _HEADER.pack(MAGIC, self.version, self.flags, self.fingerprint, self.height, self.width, self.channels,
                             self.bit_depth, len(self.z), len(self.y), len(self.side))
         body = head + self.z + self.y + self.side
         return body + struct.pack(">I", zlib.crc32(body))
@@ -71,8 +76,9 @@ def parse(data: bytes, expected_fingerprint: bytes | None = None) -> Container:
     if len(data) < HEADER_SIZE + 4:
         raise BitstreamError(f"truncated stream: {len(data)} bytes is shorter than a header")
     magic, version, flags, fp, height, width, channels, depth, lz, ly, ls = _HEADER.unpack_from(data)
-    if version != VERSION:
-        raise BitstreamError(f"stream format version {version} is not supported (this hpcm-deploy reads {VERSION})")
+    if version not in (VERSION, VERSION_SIGNALLED):
+        raise BitstreamError(f"stream format version {version} is not supported (this hpcm-deploy reads "
+                             f"{VERSION} and {VERSION_SIGNALLED})")
     expected_len = HEADER_SIZE + lz + ly + ls + 4
     if len(data) < expected_len:
         raise BitstreamError(f"truncated stream: {len(data)} bytes, the header announces {expected_len}")
@@ -83,8 +89,8 @@ def parse(data: bytes, expected_fingerprint: bytes | None = None) -> Container:
         raise BitstreamError("corrupted stream: checksum mismatch")
     if flags & ~FLAG_SIGNALLED:
         raise BitstreamError(f"stream uses unknown flags 0x{flags:02x}")
-    if bool(flags & FLAG_SIGNALLED) != bool(ls):
-        raise BitstreamError("corrupted stream: side-information flag and length disagree")
+    if bool(flags & FLAG_SIGNALLED) != bool(ls) or bool(ls) != (version == VERSION_SIGNALLED):
+        raise BitstreamError("corrupted stream: version, side-information flag and length disagree")
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE) or channels not in (1, 3) or depth not in (8, 16, 32):
         raise BitstreamError(f"corrupted stream: impossible image {height}x{width}, {channels} channels, {depth} bit")
     if lz == 0 or ly == 0:

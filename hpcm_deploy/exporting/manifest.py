@@ -16,7 +16,7 @@ from ..errors import ExportError
 from ..stages.program import CodingProgram, build_program
 
 FORMAT = "hpcm-deploy-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: step stages with a top-k choice take topk_force and report topk/topk_gap
 MANIFEST = "manifest.json"
 TABLES = "tables.npz"
 WEIGHTS = "model.pt"
@@ -71,7 +71,13 @@ class Manifest:
         return self.data.get("precision", "fp32")
 
     def program(self) -> CodingProgram:
-        return build_program(self.config)
+        """The coding program, checked against the one the export was made with."""
+        program = build_program(self.config)
+        stored = self.data.get("program", {}).get("stages")
+        if stored is not None and stored != json.loads(json.dumps(program.to_dict()["stages"])):
+            raise ExportError(f"export {self.root} was made for another coding program than this hpcm-deploy "
+                              "runs; re-export the model")
+        return program
 
     def stage_path(self, stage: str) -> Path:
         try:

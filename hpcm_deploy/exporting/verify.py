@@ -22,6 +22,7 @@ from ..backends.torch_backend import TorchBackend
 from ..entropy.tables import EntropyTables
 from ..models.api import load_model
 from ..models.hpcm import HPCM
+from ..runtime.decisions import DEFAULT_MARGINS, Margins
 from ..runtime.runner import Encoded, ProgramRunner
 from ..stages import CodingProgram
 from .manifest import Manifest
@@ -50,6 +51,9 @@ class StreamResult:
     first_difference: tuple[str, int, tuple[int, ...]] | None
     decode_exact: bool
     differing_symbols: int = 0
+    largest_scale_error: float = 0.0  # |ln scale| difference to the PyTorch stages, worst position
+    margin: float = 0.0  # the scale margin of signalled decisions
+    cross_exact: bool = True  # signalled streams decode exactly across (PyTorch <-> backend), both ways
 
 
 @dataclass
@@ -63,8 +67,10 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return (all(r.ok for r in self.stages) and all(s.same_streams and s.decode_exact for s in self.streams)
-                and all(g.ok for g in self.compatibility) and all(self.lint.values()))
+        streams_ok = all(s.same_streams and s.decode_exact and s.cross_exact and s.largest_scale_error < s.margin
+                         for s in self.streams)
+        return (all(r.ok for r in self.stages) and streams_ok and all(g.ok for g in self.compatibility)
+                and all(self.lint.values()))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,20 +154,24 @@ def random_image(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
 
 
 def check_streams(model: HPCM, program: CodingProgram, backend: Backend, tables: EntropyTables, sizes=DEFAULT_SIZES,
-                  batch: int = 1, seed: int = 2) -> list[StreamResult]:
-    """Whole-image encode on ``backend`` against the PyTorch stages; and ``backend``'s own round trip."""
+                  batch: int = 1, seed: int = 2, margins: Margins = DEFAULT_MARGINS) -> list[StreamResult]:
+    """Whole-image encode on ``backend`` against the PyTorch stages; ``backend``'s own round trip; the largest
+    scale difference against the signalling margin; signalled streams decoded across, both ways."""
     reference = ProgramRunner(program, TorchBackend(model, program), tables)
     candidate = ProgramRunner(program, backend, tables)
     results = []
     for n, size in enumerate(sizes):
         x = random_image(batch, size, seed * 7919 + n)
-        ref = reference.encode(x)
-        enc = candidate.encode(backend.from_host(x.numpy()))
+        ref = _hosted(reference.encode(x, capture=True), reference)
+        enc = _hosted(candidate.encode(backend.from_host(x.numpy()), capture=True), candidate)
         first, count = first_difference(ref, enc)
-        dec = candidate.decode(enc.y_strings, enc.z_strings, enc.z_shape)
-        exact = all(bool((p == q).all()) for p, q in zip(dec.symbols, enc.symbols))
+        exact = _decodes(candidate, enc, None)
         same = enc.y_strings == ref.y_strings and enc.z_strings == ref.z_strings
-        results.append(StreamResult(tuple(size), same, first, exact, count))
+        sa = reference.encode(x, margins=margins)
+        sb = candidate.encode(backend.from_host(x.numpy()), margins=margins)
+        cross = _decodes(candidate, sa, sa.side) and _decodes(reference, sb, sb.side)
+        results.append(StreamResult(tuple(size), same, first, exact, count,
+                                    scale_error(ref, enc, float(tables.scale_edges[0])), margins.scale, cross))
     return results
 
 
@@ -171,28 +181,73 @@ def random_sizes(count: int, seed: int = 0, max_tiles: int = 3) -> list[tuple[in
     return [(256 * int(g.integers(1, max_tiles + 1)), 256 * int(g.integers(1, max_tiles + 1))) for _ in range(count)]
 
 
+def _decodes(runner: ProgramRunner, enc: Encoded, side) -> bool:
+    """Whether ``runner`` reads back exactly the symbols of ``enc`` (False also when decoding fails)."""
+    try:
+        dec = runner.decode(enc.y_strings, enc.z_strings, enc.z_shape, side=side)
+    except Exception:  # a desynchronised decoder may fail in any way; the measurement counts it as a failure
+        return False
+    return all(bool((a == b).all()) for a, b in zip(dec.symbols, enc.symbols))
+
+
+def scale_error(a: Encoded, b: Encoded, first_edge: float) -> float:
+    """Largest |ln(scale_a) - ln(scale_b)| over every coded position (both encodes captured). Scales below
+    the first bucket edge all fall in bucket 0, so both are clamped just below it: only differences that
+    could move a scale across an edge count."""
+    assert a.state is not None and b.state is not None
+    floor = 0.9 * first_edge
+    worst = 0.0
+    for name in (k for k in a.state if k.startswith("scales.")):
+        x = np.maximum(np.asarray(a.state[name], dtype=np.float64), floor)
+        y = np.maximum(np.asarray(b.state[name], dtype=np.float64), floor)
+        worst = max(worst, float(np.abs(np.log(x) - np.log(y)).max()))
+    return worst
+
+
 def compare_random_images(model: HPCM, program: CodingProgram, backend: Backend, tables: EntropyTables,
-                          sizes: list[tuple[int, int]], seed: int = 100) -> dict[str, Any]:
-    """Encode one random image per size with the PyTorch stages and with ``backend``: how many streams differ,
-    and at which coding step each first diverges."""
-    reference = ProgramRunner(program, TorchBackend(model, program), tables)
-    candidate = ProgramRunner(program, backend, tables)
-    first_steps: dict[int, int] = {}
-    differing = 0
+                          sizes: list[tuple[int, int]], margins: Margins = DEFAULT_MARGINS,
+                          seed: int = 100) -> dict[str, Any]:
+    """Encode one random image per size with the PyTorch stages and with ``backend``, and decode each stream
+    on the other side, without and with signalled decisions. A measurement, not a pass/fail criterion."""
+    torch_runner = ProgramRunner(program, TorchBackend(model, program), tables)
+    other = ProgramRunner(program, backend, tables)
+    first_steps: dict[str, int] = {}
+    counts = {f"{d}/{mode}": 0 for d in ("torch->other", "other->torch") for mode in ("plain", "signalled")}
+    differing, side_bytes, stream_bytes, pixels, worst = 0, 0, 0, 0, 0.0
     for n, size in enumerate(sizes):
         x = random_image(1, size, seed + n)
-        a, b = reference.encode(x), candidate.encode(backend.from_host(x.numpy()))
+        a, b = torch_runner.encode(x, capture=True), other.encode(backend.from_host(x.numpy()), capture=True)
+        worst = max(worst, scale_error(_hosted(a, torch_runner), _hosted(b, other), float(tables.scale_edges[0])))
         if a.y_strings != b.y_strings or a.z_strings != b.z_strings:
             differing += 1
             first, _ = first_difference(a, b)
             key = f"{first[0]}@{first[1]}" if first else "bytes only"
             first_steps[key] = first_steps.get(key, 0) + 1
-    return {"images": len(sizes), "differing_streams": differing, "first_steps": dict(sorted(first_steps.items()))}
+        counts["torch->other/plain"] += not _decodes(other, a, None)
+        counts["other->torch/plain"] += not _decodes(torch_runner, b, None)
+        sa, sb = torch_runner.encode(x, margins=margins), other.encode(backend.from_host(x.numpy()), margins=margins)
+        counts["torch->other/signalled"] += not _decodes(other, sa, sa.side)
+        counts["other->torch/signalled"] += not _decodes(torch_runner, sb, sb.side)
+        side_bytes += len(sa.side[0].to_bytes()) if sa.side[0] else 0
+        stream_bytes += len(sa.y_strings[0]) + len(sa.z_strings[0])
+        pixels += size[0] * size[1]
+    return {"images": len(sizes), "differing_streams": differing, "first_steps": dict(sorted(first_steps.items())),
+            "decode_failures": counts, "margins": {"scale": margins.scale, "topk": margins.topk},
+            "largest_scale_error": worst, "side_bytes": side_bytes, "stream_bytes": stream_bytes,
+            "side_bpp": 8 * side_bytes / max(pixels, 1), "stream_bpp": 8 * stream_bytes / max(pixels, 1)}
+
+
+def _hosted(enc: Encoded, runner: ProgramRunner) -> Encoded:
+    """``enc`` with its captured scales as host arrays."""
+    assert enc.state is not None
+    enc.state = {k: runner.backend.to_host(v) if k.startswith("scales.") else v for k, v in enc.state.items()}
+    return enc
 
 
 def verify_export(manifest: Manifest, backend: Backend, sizes=DEFAULT_SIZES, batch: int = 1,
                   model: HPCM | None = None, lint: bool = True,
-                  random_sizes: list[tuple[int, int]] | None = None) -> VerifyReport:
+                  random_sizes: list[tuple[int, int]] | None = None,
+                  margins: Margins = DEFAULT_MARGINS) -> VerifyReport:
     """All three checks for ``manifest`` run on ``backend``."""
     sizes = [tuple(s) for s in sizes]
     model = model or load_model(checkpoint=manifest.path("weights"), seed=None)
@@ -200,12 +255,12 @@ def verify_export(manifest: Manifest, backend: Backend, sizes=DEFAULT_SIZES, bat
     tables = EntropyTables.load(manifest.path("tables"))
     report = VerifyReport(backend.name)
     report.stages = check_stages(model, program, backend, sizes, batch)
-    report.streams = check_streams(model, program, backend, tables, sizes, batch)
+    report.streams = check_streams(model, program, backend, tables, sizes, batch, margins=margins)
     report.compatibility = [check_file(manifest.stage_path(s)) for s in manifest.data["stages"]]
     if lint:
         report.lint = {s: polygraphy_lint(manifest, s, sizes[0], batch)[0] for s in manifest.data["stages"]}
     if random_sizes:
-        report.random = compare_random_images(model, program, backend, tables, random_sizes)
+        report.random = compare_random_images(model, program, backend, tables, random_sizes, margins)
     return report
 
 

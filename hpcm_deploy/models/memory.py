@@ -40,6 +40,11 @@ class StepPlan:
     topk: int  # effective k (0 when not queried)
     write_slot: int | None  # where the fused context is stored; None when nothing ever reads it
 
+    @property
+    def has_choice(self) -> bool:
+        """Whether the query chooses (top-k of more than k valid slots): a decision a decoder must repeat."""
+        return 0 < self.topk < self.query_valid
+
 
 @dataclass(frozen=True)
 class ScalePlan:
@@ -177,14 +182,30 @@ class FullContextMemoryBank(nn.Module):
         key, value = self.encode_entry(context)
         return set_slot(keys, slot, key), set_slot(values, slot, value)
 
-    def fuse(self, context: Tensor, keys: Tensor, values: Tensor, valid: int, k: int, temperature: float) -> Tensor:
-        """Retrieve the top-``k`` of the first ``valid`` slots by cosine similarity and fuse them in."""
+    def fuse(self, context: Tensor, keys: Tensor, values: Tensor, valid: int, k: int, temperature: float,
+             force: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Retrieve the top-``k`` of the first ``valid`` slots by cosine similarity and fuse them in.
+
+        Returns ``(fused context, chosen slots [B, k], gap [B] or None)``. When ``k < valid`` the choice is a
+        discontinuous decision: ``gap`` is the k-th best score minus the next one (how far the choice is from
+        flipping), and ``force`` (``[B, k]`` slots, or -1 in the first column to decide here) imposes a
+        choice, as a decoder does with the one an encoder signalled.
+        """
         b, c, h, w = context.shape
         query = self.query_proj(context).mean(dim=(2, 3))  # [B, kd]
         q = F.normalize(query, dim=1)
         stored = F.normalize(keys[:, :valid], dim=2)  # [B, n, kd]
         similarity = (q.unsqueeze(1) * stored).sum(dim=2)  # [B, n]
-        top_scores, top_slots = torch.topk(similarity, k, dim=1)
+        gap = None
+        if k < valid:
+            ranked_scores, ranked_slots = torch.topk(similarity, k + 1, dim=1)
+            gap = ranked_scores[:, k - 1] - ranked_scores[:, k]
+            top_scores, top_slots = ranked_scores[:, :k], ranked_slots[:, :k]
+            if force is not None:
+                top_slots = torch.where(force[:, :1] >= 0, force, top_slots)
+                top_scores = torch.gather(similarity, 1, top_slots)
+        else:  # every valid slot is taken: nothing to decide
+            top_scores, top_slots = torch.topk(similarity, k, dim=1)
         weights = F.softmax(top_scores / temperature, dim=1)  # [B, k]
         r = self.value_resolution
         index = top_slots.reshape(b, k, 1, 1, 1).expand(b, k, c, r, r)
@@ -194,7 +215,7 @@ class FullContextMemoryBank(nn.Module):
         reference = (refs * weights.reshape(b, k, 1, 1, 1)).sum(dim=1)
         joint = torch.cat((context, reference), dim=1)
         gate = self.fusion_gate(joint)
-        return gate * self.fusion_net(joint) + (1 - gate) * context
+        return gate * self.fusion_net(joint) + (1 - gate) * context, top_slots, gap
 
 
 class HierarchicalMemoryManager(nn.Module):

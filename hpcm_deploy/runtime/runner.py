@@ -18,7 +18,9 @@ from ..backends.base import Backend
 from ..entropy.coder import StreamReader, StreamWriter
 from ..entropy.ggm import scale_indexes
 from ..entropy.tables import EntropyTables
+from ..errors import BitstreamError
 from ..stages.program import CodingProgram, Op
+from .decisions import Margins, SideInfo, near_edges
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Encoded:
     timings: Timings
     indexes: list[np.ndarray] = field(default_factory=list)  # per coding step: the CDF index of each symbol
     state: dict[str, Any] | None = None  # every named tensor, when captured
+    side: list[SideInfo] = field(default_factory=list)  # per image, when decisions are signalled
+    choices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # step -> (slots, gaps)
 
 
 @dataclass
@@ -55,6 +59,8 @@ class Decoded:
     symbols: list[np.ndarray]
     timings: Timings
     state: dict[str, Any] | None = None
+    indexes: list[np.ndarray] = field(default_factory=list)  # the CDF indexes used, per coding step
+    choices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # step -> (slots, gaps)
 
 
 class ProgramRunner:
@@ -97,14 +103,18 @@ class ProgramRunner:
                 state.pop(n, None)
 
     # ------------------------------------------------------------------ encode
-    def encode(self, x: Any, capture: bool = False, overlap: bool = True) -> Encoded:
+    def encode(self, x: Any, capture: bool = False, overlap: bool = True, margins: Margins | None = None) -> Encoded:
         """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``).
 
         With ``overlap``, the rANS coding of step k runs on a helper thread while the backend computes step
         k+1 (backends release the GIL while they compute); the symbols the next stage needs are ready first.
+        With ``margins``, decisions near their discontinuity are collected per image (``Encoded.side``).
         """
         t = Timings()
         state: dict[str, Any] = {"x": x}
+        batch = int(x.shape[0])
+        side = [SideInfo(margins) for _ in range(batch)] if margins is not None else []
+        choices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         writers: list[StreamWriter] = []
         symbols: list[np.ndarray] = []
         indexes: list[np.ndarray] = []
@@ -122,14 +132,24 @@ class ProgramRunner:
         try:
             for i, op in enumerate(self.program.encode):
                 if op.kind == "stage":
-                    self._run_stage(str(op.ref), state, t)
+                    spec = self.program.stages[str(op.ref)]
+                    if spec.choice:
+                        state[f"topk_force.{spec.name}"] = self._force(spec.name, batch, [None] * batch, t)
+                    self._run_stage(spec.name, state, t)
+                    if spec.choice:
+                        slots = self._host(state[spec.choice], t)
+                        gaps = self._host(state[f"topk_gap.{spec.name}"], t)
+                        choices[spec.code_step] = (slots, gaps)
+                        for b, info in enumerate(side):
+                            if gaps[b] < info.margins.topk:
+                                info.topk[spec.code_step] = slots[b].copy()
                 elif op.kind == "code_z":
                     z_sym = self._host(state["z_q"], t).astype(np.int32)
                     writers = [StreamWriter() for _ in range(z_sym.shape[0])]
                     z_strings = [b""] * z_sym.shape[0]
                     code(self._write_z, z_sym, z_strings)
                 else:
-                    sym, idx = self._quantize_step(op, state, t)
+                    sym, idx = self._quantize_step(op, state, t, side)
                     symbols.append(sym)
                     indexes.append(idx)
                     code(self._write_y, sym, idx, writers)
@@ -144,7 +164,16 @@ class ProgramRunner:
             if pool is not None:
                 pool.shutdown(wait=True)
         return Encoded(y_strings, z_strings, (int(z_sym.shape[-2]), int(z_sym.shape[-1])), symbols, z_sym, t,
-                       indexes, state if capture else None)
+                       indexes, state if capture else None, side, choices)
+
+    def _force(self, stage: str, batch: int, forced: list[np.ndarray | None], t: Timings) -> Any:
+        """The ``topk_force`` input of a stage: given slots per image, -1 where the stage decides itself."""
+        k = self.program.tensors[f"topk_force.{stage}"].shape[1]
+        array = np.full((batch, k), -1, dtype=np.int64)
+        for b, slots in enumerate(forced):
+            if slots is not None:
+                array[b] = slots
+        return self._device(array, t)
 
     def _write_z(self, z_sym: np.ndarray, out: list[bytes]) -> float:
         start = time.perf_counter()
@@ -160,7 +189,8 @@ class ProgramRunner:
             w.write(sym[b], idx[b], self.tables.y)
         return time.perf_counter() - start
 
-    def _quantize_step(self, op: Op, state: dict[str, Any], t: Timings) -> tuple[np.ndarray, np.ndarray]:
+    def _quantize_step(self, op: Op, state: dict[str, Any], t: Timings,
+                       side: list[SideInfo]) -> tuple[np.ndarray, np.ndarray]:
         """Symbols and CDF indexes of one step; the symbols go back to the device for the next stage."""
         step = self.program.code_steps[int(op.ref)]
         scales = self._host(state[step.scales], t)
@@ -170,39 +200,79 @@ class ProgramRunner:
         q = np.round(y - means)  # float32 arithmetic and round-half-even, as torch.round on the device
         sym = q.astype(np.int32)
         idx = scale_indexes(scales, self.tables.scale_edges)
+        for b, info in enumerate(side):
+            flat = np.flatnonzero(near_edges(scales[b], self.tables.scale_edges, info.margins.scale))
+            if flat.size:
+                info.cdf[step.index] = (flat, idx[b].reshape(-1)[flat].copy())
         t.host += time.perf_counter() - start
         state[step.q] = self._device(q, t)
         return sym, idx
 
     # ------------------------------------------------------------------ decode
     def decode(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
-               capture: bool = False) -> Decoded:
-        """Decode one stream pair per image; all images share the padded size (``z_shape``)."""
+               capture: bool = False, side: list[SideInfo | None] | None = None,
+               replay: tuple[np.ndarray, list[np.ndarray]] | None = None) -> Decoded:
+        """Decode one stream pair per image; all images share the padded size (``z_shape``). ``side`` holds
+        each image's signalled decisions, which take precedence over the ones computed here.
+
+        ``replay=(z symbols, y symbols per step)`` runs the decoder on known symbols instead of streams
+        (teacher forcing): the decisions it makes (``indexes``, ``choices``) can then be compared with an
+        encoder's even where they differ, without the desynchronisation a real decode would suffer.
+        """
         t = Timings()
         state: dict[str, Any] = {}
         readers: list[StreamReader] = []
         symbols: list[np.ndarray] = []
+        indexes: list[np.ndarray] = []
+        choices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        batch = len(y_strings) if replay is None else int(replay[0].shape[0])
+        side = side or [None] * batch
         for i, op in enumerate(self.program.decode):
             if op.kind == "stage":
-                self._run_stage(str(op.ref), state, t)
+                spec = self.program.stages[str(op.ref)]
+                if spec.choice:
+                    forced = [s.topk.get(spec.code_step) if s else None for s in side]
+                    state[f"topk_force.{spec.name}"] = self._force(spec.name, batch, forced, t)
+                self._run_stage(spec.name, state, t)
+                if spec.choice:
+                    choices[spec.code_step] = (self._host(state[spec.choice], t),
+                                               self._host(state[f"topk_gap.{spec.name}"], t))
             elif op.kind == "code_z":
+                if replay is not None:
+                    state["z_q"] = self._device(replay[0].astype(np.float32), t)
+                    continue
                 start = time.perf_counter()
                 idx = np.broadcast_to(self._z_channel, (self.program.config.N, *z_shape))
-                z = np.stack([StreamReader(s).read(idx, self.tables.z) for s in z_strings]).astype(np.float32)
-                readers = [StreamReader(s) for s in y_strings]
+                z = np.stack([StreamReader(s, idx.size).read(idx, self.tables.z) for s in z_strings])
+                z = z.astype(np.float32)
+                y_symbols = self.program.config.M * (z_shape[0] * 4) * (z_shape[1] * 4)
+                readers = [StreamReader(s, y_symbols) for s in y_strings]
                 t.entropy += time.perf_counter() - start
                 state["z_q"] = self._device(z, t)
             else:
-                symbols.append(self._decode_step(op, state, readers, t))
+                known = replay[1][int(op.ref)] if replay is not None else None
+                sym, idx = self._decode_step(op, state, readers, t, side, known)
+                symbols.append(sym)
+                indexes.append(idx)
             self._free(state, self._free_dec.get(i), capture)
-        return Decoded(state["x_hat"], symbols, t, state if capture else None)
+        return Decoded(state["x_hat"], symbols, t, state if capture else None, indexes, choices)
 
-    def _decode_step(self, op: Op, state: dict[str, Any], readers: list[StreamReader], t: Timings) -> np.ndarray:
+    def _decode_step(self, op: Op, state: dict[str, Any], readers: list[StreamReader], t: Timings,
+                     side: list[SideInfo | None], known: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         step = self.program.code_steps[int(op.ref)]
         scales = self._host(state[step.scales], t)
         start = time.perf_counter()
         idx = scale_indexes(scales, self.tables.scale_edges)
-        sym = np.stack([r.read(idx[b], self.tables.y) for b, r in enumerate(readers)])
+        for b, info in enumerate(side):
+            if info is not None and step.index in info.cdf:
+                positions, values = info.cdf[step.index]
+                if positions.size and positions[-1] >= idx[b].size:
+                    raise BitstreamError("corrupted stream: signalled position outside the coded step")
+                idx[b].reshape(-1)[positions] = values
+        if known is not None:
+            sym = known
+        else:
+            sym = np.stack([r.read(idx[b], self.tables.y) for b, r in enumerate(readers)])
         t.entropy += time.perf_counter() - start
         state[step.q] = self._device(sym.astype(np.float32), t)
-        return sym
+        return sym, idx

@@ -80,10 +80,13 @@ class Step(StageModule):
         if self.spec.places:
             y_hat = HPCM.place(*self.spec.places, y_hat, inputs[2], inputs[3])
         keys, values = self._bank(named, self.spec.scale)
-        scales, means, state = self.model.network_step(self.spec.scale, self.spec.partition,
-                                                       ScaleState(ctx, y_hat, keys, values))
+        force = named.get(f"topk_force.{self.spec.name}")
+        scales, means, state, decision = self.model.network_step(self.spec.scale, self.spec.partition,
+                                                                 ScaleState(ctx, y_hat, keys, values), force)
         produced = {"ctx": state.context, "y_hat": y_hat, "scales": scales, "means": means,
                     "keys": state.keys, "values": state.values}
+        if decision is not None:
+            produced["topk"], produced["topk_gap"] = decision
         return self._outputs(produced)
 
 

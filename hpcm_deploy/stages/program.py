@@ -37,6 +37,8 @@ class StageSpec:
     scale: int = 0
     partition: int = -1
     places: tuple[int, int] | None = None  # (scale, partition) of the coded step it adds to y_hat first
+    code_step: int = -1  # the coding step whose parameters it outputs (step stages)
+    choice: str = ""  # name of the top-k decision it makes ("topk.<stage>"), "" when its query has no choice
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,14 @@ def build_program(config: HPCMConfig) -> CodingProgram:
             reads_bank = plan_step.query_valid or plan_step.write_slot is not None
             if plans[scale].active and reads_bank:
                 ins += banks[scale]
+            choice = ""
+            if plans[scale].active and plan_step.has_choice:
+                # the bank query chooses: a decoder may be handed the encoder's choice, and reports its own
+                ins += (tensor(f"topk_force.{name}", "B", plan_step.topk),)
+                choice = tensor(f"topk.{name}", "B", plan_step.topk)
+                tensor(f"topk_gap.{name}", "B")
+                prog.tensors[f"topk_force.{name}"] = TensorInfo(f"topk_force.{name}", ("B", plan_step.topk), "int64")
+                prog.tensors[choice] = TensorInfo(choice, ("B", plan_step.topk), "int64")
             new_ctx = tensor(f"ctx.{name}", "B", C, gh, gw)
             outs = (new_ctx,)
             if places:
@@ -201,8 +211,10 @@ def build_program(config: HPCMConfig) -> CodingProgram:
             if plans[scale].active and plan_step.write_slot is not None:
                 banks[scale] = bank_names(scale, name)
                 outs += banks[scale]
+            if choice:
+                outs += (choice, f"topk_gap.{name}")
             ctx = new_ctx
-            add(StageSpec(name, ins, outs, "step", scale, part, places))
+            add(StageSpec(name, ins, outs, "step", scale, part, places, code.index, choice))
             order += [name, code.index]
             prev_code = code
     assert prev_code is not None
