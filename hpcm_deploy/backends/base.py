@@ -19,6 +19,7 @@ class Backend(ABC):
 
     name: str = "?"
     device: str = "cpu"
+    torch_native: bool = False  # its tensors are torch tensors (a caller may hand over torch tensors directly)
 
     @abstractmethod
     def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:

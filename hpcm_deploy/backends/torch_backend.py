@@ -15,6 +15,7 @@ from .base import Backend
 
 class TorchBackend(Backend):
     name = "torch"
+    torch_native = True
 
     def __init__(self, model: HPCM, program: CodingProgram, device: str | torch.device = "cpu") -> None:
         self.device = str(device)

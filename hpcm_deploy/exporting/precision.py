@@ -1,0 +1,238 @@
+"""Precision recipes: rewrite exported fp32 graphs into mixed precision.
+
+TensorRT 11 removed the FP16/BF16 builder flags (networks are strongly typed), so precision is a property of
+the ONNX graph. The ``fp16`` recipe runs the convolutions, attention and activations in float16 and keeps in
+float32 what decides bits and decodability:
+
+- the entropy parameters: every node from the last convolution of a head to the ``scales``/``means`` (and
+  ``params``, ``z_q``) outputs;
+- the memory banks: key encoding and pooling, stored values, the query/key similarity, top-k and the softmax
+  that weights the chosen entries;
+- the state that must stay exact: ``y_hat`` placement (symbols plus means) and the packed latent ``y``;
+- every normalisation (instance/group/layer norm, L2 norm) and global pooling, where float16 sums lose
+  precision or overflow; and softmax.
+
+Graph inputs and outputs stay float32, so a rewritten export is a drop-in replacement for the fp32 one. The
+rewrite inserts explicit ``Cast`` nodes at every precision boundary and converts weights of float16 nodes to
+float16 (clipped to its range); it uses no converter library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
+FP32, FP16 = TensorProto.FLOAT, TensorProto.FLOAT16
+# ops kept in float32 wherever they appear
+FP32_OPS = {"InstanceNormalization", "GroupNormalization", "LayerNormalization", "ReduceL2", "LpNormalization",
+            "Softmax", "LogSoftmax", "TopK", "ReduceMean", "GlobalAveragePool"}
+# the layers that end a backward walk from a protected tensor (they are included, their inputs are not)
+HEAD_OPS = {"Conv", "ConvTranspose", "Gemm"}
+PROTECTED_PREFIXES = ("scales.", "means.", "keys_", "values_", "y_hat.", "y.", "params", "z_q")
+# inputs whose float type is not bound to the node's compute type (left as they are)
+_FREE_INPUTS = {"Resize": {1, 2, 3}, "Upsample": {1}, "Cast": {0}, "Shape": {0}, "Size": {0}, "CastLike": {0}}
+_NO_INPUT_CONSTRAINT = {"Shape", "Size", "Cast"}
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass
+class RecipeReport:
+    graph: str
+    fp16_nodes: int = 0
+    fp32_nodes: int = 0
+    casts_added: int = 0
+    kept_fp32: list[str] = field(default_factory=list)  # float nodes kept in fp32, as "op:name"
+
+    def as_dict(self) -> dict:
+        return {"graph": self.graph, "fp16_nodes": self.fp16_nodes, "fp32_nodes": self.fp32_nodes,
+                "casts_added": self.casts_added, "kept_fp32_ops": sorted({k.split(":")[0] for k in self.kept_fp32})}
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types.update({i.name: i.data_type for i in g.initializer})
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    types[node.output[0]] = a.t.data_type
+    return types
+
+
+def fp32_nodes(model: onnx.ModelProto, types: dict[str, int]) -> set[int]:
+    """Indexes of the float nodes the fp16 recipe keeps in float32."""
+    g = model.graph
+    producer = {out: i for i, n in enumerate(g.node) for out in n.output}
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for i, n in enumerate(g.node):
+        for x in n.input:
+            consumers[x].append(i)
+    keep = {i for i, n in enumerate(g.node) if n.op_type in FP32_OPS}
+
+    def walk_back(tensor: str) -> None:
+        stack = [tensor]
+        while stack:
+            t = stack.pop()
+            i = producer.get(t)
+            if i is None or i in walked:
+                continue
+            walked.add(i)
+            keep.add(i)
+            if g.node[i].op_type in HEAD_OPS:
+                continue
+            stack += [x for x in g.node[i].input if x and types.get(x) == FP32]
+
+    walked: set[int] = set()
+    for out in g.output:
+        if out.name.startswith(PROTECTED_PREFIXES):
+            walk_back(out.name)
+    for n in g.node:
+        if n.op_type == "TopK":
+            walk_back(n.input[0])
+            # from the top-k scores forward to the softmax that turns them into weights
+            stack = [n.output[0]]
+            while stack:
+                for j in consumers.get(stack.pop(), []):
+                    if j not in keep:
+                        keep.add(j)
+                        if g.node[j].op_type != "Softmax":
+                            stack += list(g.node[j].output)
+    return keep
+
+
+def _bound_inputs(node: onnx.NodeProto) -> set[int]:
+    free = _FREE_INPUTS.get(node.op_type, set())
+    return {k for k in range(len(node.input)) if k not in free}
+
+
+def to_fp16(model: onnx.ModelProto, name: str = "") -> tuple[onnx.ModelProto, RecipeReport]:
+    """The ``fp16`` recipe applied to ``model`` (a new model; ``model`` is not changed)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    types = _elem_types(model)
+    keep = fp32_nodes(model, types)
+    report = RecipeReport(name or g.name)
+    is_float_out = [any(types.get(o) == FP32 for o in n.output) for n in g.node]
+    half = {i for i, n in enumerate(g.node) if is_float_out[i] and i not in keep and n.op_type != "Shape"}
+    report.fp16_nodes = len(half)
+    report.fp32_nodes = sum(is_float_out) - len(half)
+    report.kept_fp32 = [f"{g.node[i].op_type}:{g.node[i].name}" for i in sorted(keep) if is_float_out[i]]
+
+    initializers = {i.name: i for i in g.initializer}
+    half_tensors: set[str] = set()  # float tensors produced in float16 by the rewrite
+    for i in half:
+        half_tensors |= {o for o in g.node[i].output if types.get(o) == FP32}
+    new_inits: dict[str, onnx.TensorProto] = {}
+    casts: dict[tuple[str, int], str] = {}
+    new_nodes: list[onnx.NodeProto] = []
+
+    def fp16_version(x: str) -> str:
+        if x in half_tensors:
+            return x
+        if x in initializers:
+            key = f"{x}__fp16"
+            if key not in new_inits:
+                arr = numpy_helper.to_array(initializers[x]).astype(np.float32)
+                new_inits[key] = numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), key)
+            return key
+        return cast(x, FP16)
+
+    def cast(x: str, to: int) -> str:
+        if (x, to) not in casts:
+            out = f"{x}__to{'16' if to == FP16 else '32'}"
+            new_nodes.append(helper.make_node("Cast", [x], [out], to=to, name=f"recipe_cast_{len(casts)}"))
+            casts[(x, to)] = out
+        return casts[(x, to)]
+
+    for i, node in enumerate(g.node):
+        bound = _bound_inputs(node)
+        if i in half:
+            for k, x in enumerate(node.input):
+                if x and k in bound and types.get(x) == FP32:
+                    node.input[k] = fp16_version(x)
+            if node.op_type == "Cast":
+                for a in node.attribute:
+                    if a.name == "to" and a.i == FP32:
+                        a.i = FP16
+            elif node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value" and a.t.data_type == FP32:
+                        arr = numpy_helper.to_array(a.t).astype(np.float32)
+                        a.t.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)))
+            elif node.op_type == "ConstantOfShape":
+                for a in node.attribute:
+                    if a.name == "value" and a.t.data_type == FP32:
+                        a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
+        elif node.op_type not in _NO_INPUT_CONSTRAINT:
+            for k, x in enumerate(node.input):
+                if x in half_tensors and k in bound:
+                    node.input[k] = cast(x, FP32)
+        new_nodes.append(node)
+    # graph outputs produced in float16 are cast back under their own name
+    for out in g.output:
+        if out.name in half_tensors:
+            inner = f"{out.name}__fp16"
+            for n in new_nodes:
+                n.output[:] = [inner if o == out.name else o for o in n.output]
+                n.input[:] = [inner if x == out.name else x for x in n.input]
+            new_nodes.append(helper.make_node("Cast", [inner], [out.name], to=FP32, name=f"recipe_out_{out.name}"))
+            casts[(inner, FP32)] = out.name
+    report.casts_added = len(casts)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    g.initializer.extend(new_inits.values())
+    used = {x for n in g.node for x in n.input}
+    keep_inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep_inits)
+    del g.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.checker.check_model(model)
+    return model, report
+
+
+def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16") -> Path:
+    """A copy of the export ``src`` whose graphs follow ``precision`` (same tables, weights, fingerprint and
+    program; graph inputs and outputs stay float32, so any backend runs it like the original)."""
+    from .manifest import MANIFEST, TABLES, WEIGHTS, sha256_file, write_json_atomic
+
+    if precision != "fp16":
+        raise ValueError(f"unknown precision recipe {precision!r}")
+    out = Path(out)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent if out.parent.exists() else None))
+    try:
+        data = json.loads((src.root / MANIFEST).read_text())
+        for name in (TABLES, WEIGHTS):
+            shutil.copy2(src.root / name, work / name)
+        reports = {}
+        for stage, entry in data["stages"].items():
+            model, report = to_fp16(onnx.load(str(src.stage_path(stage))), stage)
+            onnx.save(model, str(work / entry["file"]))
+            entry["sha256"] = sha256_file(work / entry["file"])
+            entry["bytes"] = (work / entry["file"]).stat().st_size
+            reports[stage] = report.as_dict()
+        data.update(precision=precision, recipe=reports, derived_from=str(src.root))
+        write_json_atomic(work / MANIFEST, data)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
