@@ -6,6 +6,7 @@ import click
 
 from ..config import PRESETS
 from . import main
+from .options import parse_overrides, set_option
 
 
 @main.command("train")
@@ -21,11 +22,13 @@ from . import main
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory (checkpoint, log, "
               "final model.pt).")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
-def train_cmd(preset, lmbda, steps, batch, crop, lr, seed, threads, out, no_resume) -> None:
+@set_option
+def train_cmd(preset, lmbda, steps, batch, crop, lr, seed, threads, out, no_resume, overrides) -> None:
     """Train a model with the HPCM rate-distortion loss; resumes from OUT/checkpoint.pt."""
     from ..training.train import TrainSettings, train
 
     settings = TrainSettings(preset=preset, lmbda=lmbda, steps=steps, batch=batch, crop=crop, lr=lr,
-                             lr_final=lr / 5, seed=seed, threads=threads)
+                             lr_final=lr / 5, seed=seed, threads=threads,
+                             overrides=tuple(sorted(parse_overrides(overrides).items())))
     weights = train(out, settings, resume=not no_resume)
     click.echo(f"wrote {weights}")

@@ -40,6 +40,7 @@ class TrainSettings:
     threads: int = 1
     checkpoint_every: int = 100
     log_every: int = 20
+    overrides: tuple = ()  # configuration fields changed from the preset, as (name, value) pairs
 
 
 def rd_loss(out: dict, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]:
@@ -69,7 +70,7 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(settings.threads)
     ckpt_path = out / CHECKPOINT
-    model = build_model(get_config(settings.preset), seed=settings.seed).train()
+    model = build_model(get_config(settings.preset, **dict(settings.overrides)), seed=settings.seed).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sampler = CropSampler(list(bundled_images("train").values()), settings.crop, settings.seed)
     step, seconds = 0, 0.0
@@ -77,7 +78,8 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
         ckpt = torch.load(ckpt_path, weights_only=False)
         free = ("steps", "threads", "checkpoint_every", "log_every")  # may change when resuming
         fixed = {k: v for k, v in asdict(settings).items() if k not in free}
-        if {k: ckpt["settings"].get(k) for k in fixed} != fixed:
+        stored = {**ckpt["settings"], "overrides": tuple(map(tuple, ckpt["settings"].get("overrides", ())))}
+        if {k: stored.get(k, ()) if k == "overrides" else stored.get(k) for k in fixed} != fixed:
             raise CheckpointError(f"{ckpt_path} was written with other settings: {ckpt['settings']}")
         model.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,134 @@
+"""``hpcm-deploy bench`` and ``hpcm-deploy eval``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import main
+
+
+def _size(text: str) -> tuple[int, int]:
+    from ..errors import ConfigError
+
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"bad size {text!r}: expected HxW, e.g. 512x768") from None
+    return h, w
+
+
+@main.command("bench")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export (default: the demo model).")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
+              help="Backends to time (repeatable; default: onnxruntime and torch).")
+@click.option("--size", default="512x768", show_default=True, help="Image size HxW (512x768 is a 768x512 photo).")
+@click.option("--repeat", type=int, default=5, show_default=True, help="Timed runs after warm-up.")
+@click.option("--warmup", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> None:
+    """Time each stage, whole encode/decode and the host part per backend, against the PyTorch reference."""
+    from ..demo import default_export
+    from ..evaluation.bench import bench
+
+    console = Console(stderr=True)
+    result = bench(str(export_dir or default_export()), list(backends) or ["onnxruntime", "torch"], _size(size),
+                   repeat, warmup, device, progress=lambda n: console.print(f"  timing {n}"))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    ref = result["reference"]
+    table = Table(title=f"{result['export']} at {size}, median of {repeat} runs ({result['threads']} threads)")
+    for col in ("runner", "encode s", "decode s", "encode / ref", "decode / ref", "outside stages (enc/dec) s",
+                "peak MB"):
+        table.add_column(col, justify="right")
+    table.add_row("PyTorch reference model", f"{ref['encode']['median']:.3f}", f"{ref['decode']['median']:.3f}", "1.00",
+                  "1.00", "", f"{ref['peak_mb']:.0f}")
+    for b in result["backends"]:
+        table.add_row(b["backend"], f"{b['encode']['median']:.3f}", f"{b['decode']['median']:.3f}",
+                      f"{b['ratio_encode']:.2f}", f"{b['ratio_decode']:.2f}",
+                      f"{b['host']['encode_outside_stages']['median']:.3f} / "
+                      f"{b['host']['decode_outside_stages']['median']:.3f}", f"{b['peak_mb']:.0f}")
+    Console().print(table)
+    stages = Table(title="per stage, median ms (encode / decode)")
+    stages.add_column("stage")
+    for b in result["backends"]:
+        stages.add_column(b["backend"], justify="right")
+    names = list(dict.fromkeys([s for b in result["backends"] for s in (*b["encode_stages"], *b["decode_stages"])]))
+    for s in names:
+        cells = []
+        for b in result["backends"]:
+            e, d = b["encode_stages"].get(s), b["decode_stages"].get(s)
+            cells.append(" / ".join(f"{1000 * v['median']:.1f}" if v else "-" for v in (e, d)))
+        stages.add_row(s, *cells)
+    Console().print(stages)
+
+
+@main.command("eval")
+@click.argument("images", nargs=-1)
+@click.option("--export", "exports", multiple=True, type=click.Path(file_okay=False),
+              help="Export to evaluate (repeatable; default: the demo model).")
+@click.option("--label", "labels", multiple=True, help="Curve label per --export (same label = same RD curve).")
+@click.option("--heldout", is_flag=True, help="Also use the bundled held-out images (rocket, china, flower).")
+@click.option("--jpeg", is_flag=True, help="Also report JPEG's PSNR at each image's bits per pixel.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
+              show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw the RD curves (with JPEG's) to this PNG.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(images, exports, labels, heldout, jpeg, backend, device, plot, as_json) -> None:
+    """Bits per pixel (from the real streams, per scale and per step), PSNR and MS-SSIM per image and mean;
+    RD curves and BD-rates between labelled exports."""
+    from ..demo import default_export
+    from ..errors import InputError
+    from ..evaluation.evaluate import evaluate, load_images, mean_jpeg_curve, plot_rd
+    from ..evaluation.metrics import bd_rate
+
+    pics = load_images(list(images), heldout)
+    if not pics:
+        raise InputError("no images: pass image files or folders, or --heldout")
+    paths = list(exports) or [str(default_export())]
+    if labels and len(labels) != len(paths):
+        raise InputError("give one --label per --export")
+    pairs = list(zip(paths, labels or paths))
+    console = Console(stderr=True)
+    results = evaluate(pairs, pics, backend, device, jpeg, progress=lambda lab, n: console.print(f"  {lab}: {n}"))
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        curves.setdefault(r.label, []).append((r.mean("bpp"), r.mean("psnr")))
+    bd = {}
+    for a in curves:
+        for b in curves:
+            if a != b and len(curves[a]) >= 2 and len(curves[b]) >= 2:
+                bd[f"{b} vs {a}"] = bd_rate(curves[a], curves[b])
+    if plot:
+        plot_rd(results, plot, mean_jpeg_curve(pics))
+    if as_json:
+        click.echo(json.dumps({"exports": [r.as_dict() for r in results], "bd_rate_percent": bd}, indent=2))
+        return
+    table = Table(title=f"{len(pics)} images, {backend}")
+    for col in ("export", "image", "bpp", "PSNR dB", "MS-SSIM dB", "bpp s1/s2/s3/z", "JPEG PSNR at same bpp"):
+        table.add_column(col)
+    for r in results:
+        for row in [*r.images, None]:
+            if row is None:
+                d = r.as_dict()
+                m, sc = d["mean"], d["mean_bpp_per_scale"]
+                cells = ("[bold]mean[/]", f"{m['bpp']:.4f}", f"{m['psnr']:.2f}", f"{m['ms_ssim_db']:.2f}",
+                         f"{sc['s1']:.3f}/{sc['s2']:.3f}/{sc['s3']:.3f}/{sc['z']:.3f}",
+                         f"{m['jpeg_psnr']:.2f}" if jpeg else "")
+            else:
+                sc = row.bpp_per_scale
+                cells = (row.image, f"{row.bpp:.4f}", f"{row.psnr:.2f}", f"{row.ms_ssim_db:.2f}",
+                         f"{sc['s1']:.3f}/{sc['s2']:.3f}/{sc['s3']:.3f}/{sc['z']:.3f}",
+                         "" if row.jpeg_psnr is None else f"{row.jpeg_psnr:.2f}")
+            table.add_row(r.label, *cells)
+    Console().print(table)
+    for k, v in bd.items():
+        click.echo(f"BD-rate {k}: {v:+.2f} %")
+    if plot:
+        click.echo(f"wrote {plot}")
