@@ -33,4 +33,4 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
-from . import codec, export, info, train  # noqa: E402,F401  (registers the verbs)
+from . import codec, engine, export, info, measure, serve, train  # noqa: E402,F401  (registers the verbs)
