@@ -132,3 +132,16 @@ def test_tensorrt_engines_match_pytorch(tiny_phase2_export, tmp_path):
     root = build_engines(export, tmp_path / "engines", "fp32", SizeRange.from_sizes((256, 256), None, (768, 768)))
     report = verify_export(export, TensorRTBackend.from_export(export, "cuda", engines=root), lint=False)
     assert report.ok
+
+
+def test_precision_cost_counts_decision_flips(fp16_export, tiny_phase2_export):
+    from hpcm_deploy.evaluation.precision import decision_flips, precision_cost
+
+    img = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
+    same = hd.Codec(tiny_phase2_export, backend="onnxruntime")
+    flips = decision_flips(same, same, img)
+    assert flips["cdf_flips"] == 0 and flips["topk_flips"] == 0
+    assert flips["symbols"] == 64 * 16 * 16 and flips["topk_choices"] == 9  # 256x256 padded; 9 choosing steps
+    cost = precision_cost(tiny_phase2_export, fp16_export, {"noise": img})
+    assert cost["total"]["symbols"] == flips["symbols"] and 0 <= cost["cdf_flip_rate"] < 0.01
+    assert abs(cost["delta_bpp_percent"]) < 5 and cost["images"][0]["bpp_fp16"] > 0

@@ -132,3 +132,39 @@ def eval_cmd(images, exports, labels, heldout, jpeg, backend, device, plot, as_j
         click.echo(f"BD-rate {k}: {v:+.2f} %")
     if plot:
         click.echo(f"wrote {plot}")
+
+
+@main.command("precision-cost")
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1)
+@click.option("--fp16-export", type=click.Path(file_okay=False), help="The recipe export (default: derived from "
+              "EXPORT_DIR into a temporary folder).")
+@click.option("--heldout", is_flag=True, help="Also use the bundled held-out images.")
+@click.option("--json", "as_json", is_flag=True)
+def precision_cost_cmd(export_dir, images, fp16_export, heldout, as_json) -> None:
+    """What the fp16 recipe costs in ONNX Runtime: bpp and PSNR against fp32, and how often a CDF index or a
+    top-k choice flips when an fp32 stream is decoded with fp16."""
+    import tempfile
+
+    from ..errors import InputError
+    from ..evaluation.evaluate import load_images
+    from ..evaluation.precision import precision_cost
+    from ..exporting.manifest import Manifest
+    from ..exporting.precision import derive_export
+
+    pics = load_images(list(images), heldout)
+    if not pics:
+        raise InputError("no images: pass image files or folders, or --heldout")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = fp16_export or derive_export(Manifest.load(export_dir), f"{tmp}/fp16", "fp16")
+        result = precision_cost(export_dir, target, pics)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    m, t = result["mean"], result["total"]
+    click.echo(f"{len(pics)} images: bpp {m['bpp_fp32']:.4f} (fp32) -> {m['bpp_fp16']:.4f} (fp16) "
+               f"({result['delta_bpp_percent']:+.2f} %), PSNR {m['psnr_fp32']:.2f} -> {m['psnr_fp16']:.2f} dB "
+               f"({result['delta_psnr_db']:+.3f} dB)")
+    click.echo(f"fp32 streams decoded with fp16: {t['cdf_flips']} of {t['symbols']} CDF indexes flip "
+               f"({100 * result['cdf_flip_rate']:.4f} %), {t['topk_flips']} of {t['topk_choices']} top-k choices "
+               f"({100 * result['topk_flip_rate']:.2f} %)")
