@@ -176,7 +176,8 @@ def _print_demo(r) -> None:
     console.print(f"[bold]{Path(r.image).name}[/] {r.width}x{r.height} with {r.export} on onnxruntime (CPU)")
     console.print(f"  {r.bytes} bytes, {r.bpp:.4f} bpp, PSNR {r.psnr:.2f} dB")
     console.print(f"  round trip exact (decoded symbols = encoded): {'yes' if r.round_trip_exact else 'NO'}")
-    console.print(f"  stream identical to the PyTorch reference stages: {'yes' if r.matches_pytorch else 'NO'}")
+    console.print(f"  payload identical to the PyTorch reference stages' (z and y rANS streams): "
+                  f"{'yes' if r.matches_pytorch else 'NO'}")
     console.print(f"  encode {r.encode_seconds:.3f} s, decode {r.decode_seconds:.3f} s")
     table = Table(title="time per stage (ms)")
     table.add_column("stage")
