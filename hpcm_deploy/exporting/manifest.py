@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +125,22 @@ class Manifest:
             if sha256_file(file) != entry["sha256"]:
                 raise ExportError(f"export {self.root} was modified: {entry['file']} does not match its sha256 in "
                                   f"{MANIFEST}; re-export the model")
+
+
+@contextmanager
+def staged_directory(out: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``out`` to fill; when the block succeeds it replaces ``out`` in one rename,
+    when it fails it is removed, so ``out`` is never left half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield work
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

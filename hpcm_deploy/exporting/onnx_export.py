@@ -11,8 +11,6 @@ import inspect
 import logging
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -38,6 +36,7 @@ from .manifest import (
     WEIGHTS,
     model_fingerprint,
     sha256_file,
+    staged_directory,
     write_json_atomic,
 )
 
@@ -145,9 +144,7 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
     model.update()
     program = build_program(model.config)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_directory(out) as work:
         tables = EntropyTables.from_model(model)
         tables.save(work / TABLES)
         state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -190,12 +187,6 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
                              time.perf_counter() - started, source)
         manifest.update(extra or {})
         write_json_atomic(work / MANIFEST, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,13 +208,12 @@ def to_fp16(model: onnx.ModelProto, name: str = "") -> tuple[onnx.ModelProto, Re
 def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16") -> Path:
     """A copy of the export ``src`` whose graphs follow ``precision`` (same tables, weights, fingerprint and
     program; graph inputs and outputs stay float32, so any backend runs it like the original)."""
-    from .manifest import MANIFEST, TABLES, WEIGHTS, sha256_file, write_json_atomic
+    from .manifest import MANIFEST, TABLES, WEIGHTS, sha256_file, staged_directory, write_json_atomic
 
     if precision != "fp16":
         raise ValueError(f"unknown precision recipe {precision!r}")
     out = Path(out)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent if out.parent.exists() else None))
-    try:
+    with staged_directory(out) as work:
         data = json.loads((src.root / MANIFEST).read_text())
         for name in (TABLES, WEIGHTS):
             shutil.copy2(src.root / name, work / name)
@@ -228,11 +226,4 @@ def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16"
             reports[stage] = report.as_dict()
         data.update(precision=precision, recipe=reports, derived_from=str(src.root))
         write_json_atomic(work / MANIFEST, data)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out

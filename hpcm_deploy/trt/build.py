@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import BackendError, ConfigError
-from ..exporting.manifest import Manifest, sha256_file
+from ..exporting.manifest import Manifest, sha256_file, staged_directory
 from ..exporting.precision import to_fp16
 from . import cuda_device, import_tensorrt
 from .manifest import MANIFEST, TIMING_CACHE, EngineManifest, default_engine_dir, new_manifest
@@ -60,9 +58,7 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
     gpu, capability = cuda_device(device)
     sizes = sizes or SizeRange.from_sizes((256, 256), (768, 512), (2048, 2048))
     root = Path(out) if out else default_engine_dir(export, capability, trt.__version__, precision)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
+    with staged_directory(root) as work:
         program = export.program()
         profiles = all_profiles(program, sizes, export.batch)
         graphs, reports = recipe_graphs(export, precision, work / "onnx")
@@ -98,12 +94,6 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
             if timing_cache:
                 Path(timing_cache).write_bytes(serialized)
         EngineManifest(work, data).save()
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(work, root)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     assert (root / MANIFEST).is_file()
     return root
 
