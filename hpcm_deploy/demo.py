@@ -44,10 +44,14 @@ def _sha256(path: Path) -> str:
 
 
 def default_export(root: str | os.PathLike | None = None, progress: Callable[[str, float], None] | None = None,
-                   jobs: int | None = None) -> Path:
-    """The export of the embedded demo model, created (once) if missing or stale."""
-    root = Path(root or os.environ.get("HPCM_DEPLOY_DEFAULT_EXPORT", DEFAULT_EXPORT))
-    weights = demo_weights()
+                   jobs: int | None = None, base: bool = False) -> Path:
+    """The export of the embedded demo model (``base``: of the matching tiny HPCM-Base), created (once) if
+    missing or stale. The Base export lives beside the Phase 2 one, in ``<root>-base``."""
+    if root is None:
+        root = Path(os.environ.get("HPCM_DEPLOY_DEFAULT_EXPORT", DEFAULT_EXPORT))
+        root = root.with_name(root.name + "-base") if base else root
+    root = Path(root)
+    weights = demo_weights(base)
     digest = _sha256(weights)
     try:
         if Manifest.load(root, verify_hashes=False).data.get("source_sha256") == digest:
@@ -59,8 +63,8 @@ def default_export(root: str | os.PathLike | None = None, progress: Callable[[st
 
     log.warning("exporting the embedded demo model to %s (once; about a minute and a half on 2 cores)", root)
     model = load_model(checkpoint=weights, seed=None)
-    export_model(model, root, "demo", jobs=jobs, progress=progress, source=f"embedded {DEMO_WEIGHTS}",
-                 extra={"source_sha256": digest})
+    export_model(model, root, "demo-base" if base else "demo", jobs=jobs, progress=progress,
+                 source=f"embedded {weights.name}", extra={"source_sha256": digest})
     return root
 
 

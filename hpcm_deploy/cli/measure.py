@@ -71,7 +71,7 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
 @main.command("eval")
 @click.argument("images", nargs=-1)
 @click.option("--export", "exports", multiple=True, type=click.Path(file_okay=False),
-              help="Export to evaluate (repeatable; default: the demo model).")
+              help="Export to evaluate (repeatable; default: the two embedded demo models, tiny-phase2 and tiny-base).")
 @click.option("--label", "labels", multiple=True, help="Curve label per --export (same label = same RD curve).")
 @click.option("--heldout", is_flag=True, help="Also use the bundled held-out images (rocket, china, flower).")
 @click.option("--jpeg", is_flag=True, help="Also report JPEG's PSNR at each image's bits per pixel.")
@@ -91,10 +91,12 @@ def eval_cmd(images, exports, labels, heldout, jpeg, backend, device, plot, as_j
     pics = load_images(list(images), heldout)
     if not pics:
         raise InputError("no images: pass image files or folders, or --heldout")
-    paths = list(exports) or [str(default_export())]
-    if labels and len(labels) != len(paths):
-        raise InputError("give one --label per --export")
-    pairs = list(zip(paths, labels or paths))
+    if exports:
+        if labels and len(labels) != len(exports):
+            raise InputError("give one --label per --export")
+        pairs = list(zip(exports, labels or exports))
+    else:  # the two embedded demo models: Phase 2 against its HPCM-Base twin
+        pairs = [(str(default_export()), "demo tiny-phase2"), (str(default_export(base=True)), "demo tiny-base")]
     console = Console(stderr=True)
     results = evaluate(pairs, pics, backend, device, jpeg, progress=lambda lab, n: console.print(f"  {lab}: {n}"))
     curves: dict[str, list[tuple[float, float]]] = {}

@@ -18,11 +18,11 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """MS-SSIM (pytorch-msssim, data range 1) of two uint8 RGB images; images smaller than the metric's
-    161-pixel minimum side are padded by reflection."""
+    161-pixel minimum side are padded by edge replication."""
     from pytorch_msssim import ms_ssim as _ms_ssim
 
-    x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
-    y = torch.from_numpy(b).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
+    y = torch.from_numpy(b.copy()).permute(2, 0, 1)[None].float() / 255
     h, w = x.shape[-2:]
     ph, pw = max(0, 161 - h), max(0, 161 - w)
     if ph or pw:
