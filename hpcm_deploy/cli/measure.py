@@ -23,8 +23,9 @@ def _size(text: str) -> tuple[int, int]:
 
 @main.command("bench")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export (default: the demo model).")
-@click.option("--backend", "backends", multiple=True, type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
-              help="Backends to time (repeatable; default: onnxruntime and torch).")
+@click.option("--backend", "backends", multiple=True, metavar="NAME[:PRECISION][@DEVICE]",
+              help="Backend to time (repeatable; default: onnxruntime and torch): onnxruntime, torch or tensorrt, "
+                   "e.g. tensorrt:fp16@cuda.")
 @click.option("--size", default="512x768", show_default=True, help="Image size HxW (512x768 is a 768x512 photo).")
 @click.option("--repeat", type=int, default=5, show_default=True, help="Timed runs after warm-up.")
 @click.option("--warmup", type=int, default=1, show_default=True)
@@ -33,8 +34,12 @@ def _size(text: str) -> tuple[int, int]:
 def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> None:
     """Time each stage, whole encode/decode and the host part per backend, against the PyTorch reference."""
     from ..demo import default_export
-    from ..evaluation.bench import bench
+    from ..errors import InputError
+    from ..evaluation.bench import bench, parse_backend
 
+    for spec in backends:
+        if parse_backend(spec, device)[0] not in ("onnxruntime", "torch", "tensorrt"):
+            raise InputError(f"unknown backend {spec!r}: expected onnxruntime, torch or tensorrt[:fp32|fp16][@DEVICE]")
     console = Console(stderr=True)
     result = bench(str(export_dir or default_export()), list(backends) or ["onnxruntime", "torch"], _size(size),
                    repeat, warmup, device, progress=lambda n: console.print(f"  timing {n}"))

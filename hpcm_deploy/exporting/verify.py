@@ -102,7 +102,7 @@ def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.nd
     from polygraphy.comparator import SimpleCompareFunc
     from polygraphy.comparator.struct import IterationResult
 
-    with _quiet_polygraphy():
+    with _quiet_polygraphy(), np.errstate(divide="ignore", invalid="ignore"):  # 0/0 relative errors of exact zeros
         result = SimpleCompareFunc(atol=atol, rtol=rtol, check_shapes=True)(
             IterationResult(outputs=reference, runner_name="torch"),
             IterationResult(outputs=candidate, runner_name="backend"))
