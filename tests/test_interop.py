@@ -151,3 +151,24 @@ def test_codec_streams_carry_the_decisions(model):
     if a != b:  # something was near a discontinuity: version 2 with side information
         assert a[4] == 2 and a[5] == 1
     assert np.array_equal(codec.decompress(a, kind="numpy"), plain.decompress(b, kind="numpy"))
+
+
+def test_verify_measures_cross_backend_decoding_on_random_images(tiny_phase2_export, tiny_phase2):
+    """The measurement behind `verify --random-images`: every signalled stream decodes on the other backend,
+    and the scale error between ONNX Runtime and PyTorch stays inside the margin."""
+    from hpcm_deploy.backends.onnxrt import OnnxRuntimeBackend
+    from hpcm_deploy.exporting.manifest import Manifest
+    from hpcm_deploy.exporting.verify import compare_random_images
+
+    manifest = Manifest.load(tiny_phase2_export)
+    program = manifest.program()
+    backend = OnnxRuntimeBackend(manifest)
+    tables = EntropyTables.load(manifest.path("tables"))
+    margins = Margins()
+    r = compare_random_images(tiny_phase2, program, backend, tables, [(256, 256), (256, 512)], margins)
+    assert r["images"] == 2
+    assert r["decode_failures"]["torch->other/signalled"] == 0
+    assert r["decode_failures"]["other->torch/signalled"] == 0
+    assert 1 <= r["scale_error_images"] <= 2
+    assert 0 < r["largest_scale_error"] < margins.scale
+    assert r["side_bytes"] < r["stream_bytes"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -110,8 +112,10 @@ def verify(export_dir, backend, device, sizes, batch, random_images, lint, as_js
 
     manifest = Manifest.load(export_dir)
     chosen = [parse_size(s) for s in sizes] or list(DEFAULT_SIZES)
-    report = verify_export(manifest, open_backend(backend, manifest, device), chosen, batch, lint=lint,
-                           random_sizes=random_sizes(random_images))
+    # Polygraphy prints some notices with print(); keep them off a JSON report's stdout
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        report = verify_export(manifest, open_backend(backend, manifest, device), chosen, batch, lint=lint,
+                               random_sizes=random_sizes(random_images))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -157,7 +161,8 @@ def _print_report(report) -> None:
         r = report.random
         console.print(f"random images: {r['images']} encoded on PyTorch and {report.backend}: "
                       f"{r['differing_streams']} streams differ; first difference per stream: "
-                      f"{r['first_steps'] or '-'}; largest scale error {r['largest_scale_error']:.1e}")
+                      f"{r['first_steps'] or '-'}; largest scale error {r['largest_scale_error']:.1e} (over the "
+                      f"{r['scale_error_images']} images whose symbols agree)")
         fails = r["decode_failures"]
         console.print("  decoded on the other side, failures: " + ", ".join(f"{k} {v}" for k, v in fails.items())
                       + f"; signalling costs {r['side_bpp']:.5f} bpp ({100 * r['side_bytes'] / r['stream_bytes']:.2f}"
