@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from ..config import get_config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..models.api import build_model
-from ..models.hpcm import HPCM
+from ..models.hpcm import HPCM, SIZE_MULTIPLE
 from .data import CropSampler, bundled_images
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ def save_weights(model: HPCM, path: Path, meta: dict) -> None:
 
 def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True) -> Path:
     """Train (or resume) into ``out_dir``; returns the path of the final weights."""
+    if settings.crop < SIZE_MULTIPLE or settings.crop % SIZE_MULTIPLE:
+        raise ConfigError(f"--crop must be a multiple of {SIZE_MULTIPLE} (the model codes whole 256-pixel tiles), "
+                          f"got {settings.crop}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(settings.threads)
@@ -74,6 +77,7 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sampler = CropSampler(list(bundled_images("train").values()), settings.crop, settings.seed)
     step, seconds = 0, 0.0
+    torch.manual_seed(settings.seed)  # the quantisation noise: a run does not depend on what ran before it
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
         free = ("steps", "threads", "checkpoint_every", "log_every")  # may change when resuming

@@ -1,0 +1,45 @@
+"""``hpcm-deploy train``: the loss, logging, checkpoints, and a resume that continues exactly where it stopped."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import hpcm_deploy as hd
+from hpcm_deploy.errors import CheckpointError, ConfigError
+from hpcm_deploy.training.train import TrainSettings, bundle_weights, train
+
+SETTINGS = TrainSettings(preset="tiny-base", steps=4, batch=1, crop=256, checkpoint_every=2, log_every=2, seed=3)
+
+
+def test_resume_continues_exactly_and_the_weights_load(tmp_path):
+    straight = train(tmp_path / "straight", SETTINGS)
+    train(tmp_path / "split", replace(SETTINGS, steps=2))
+    resumed = train(tmp_path / "split", SETTINGS)  # picks up the step-2 checkpoint
+    a = torch.load(straight, weights_only=False)["state_dict"]
+    b = torch.load(resumed, weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]
+    assert all(r["loss"] > 0 and r["bpp"] > 0 and r["psnr"] > 0 for r in log)
+
+    model = hd.load_model(checkpoint=straight, seed=None)
+    assert model.config == hd.get_config("tiny-base") and not model.training
+    shipped = bundle_weights(straight, tmp_path / "shipped.pt")
+    assert all(v.dtype == torch.float16 for v in torch.load(shipped, weights_only=False)["state_dict"].values()
+               if v.is_floating_point())
+    half = hd.load_model(checkpoint=shipped, seed=None)
+    p_full, p_half = dict(model.named_parameters()), dict(half.named_parameters())
+    assert all(torch.allclose(p_full[k], p_half[k], rtol=1e-3, atol=1e-4) for k in p_full)
+
+
+def test_resume_with_other_settings_or_a_bad_crop_is_refused(tmp_path):
+    train(tmp_path / "run", replace(SETTINGS, steps=1))
+    with pytest.raises(CheckpointError, match="other settings"):
+        train(tmp_path / "run", replace(SETTINGS, lmbda=0.013))
+    with pytest.raises(ConfigError, match="multiple of 256"):
+        train(tmp_path / "other", replace(SETTINGS, crop=200))
