@@ -220,6 +220,25 @@ def test_cli_round_trip_of_a_folder(tmp_path, tiny_phase2_export):
     assert not list(tmp_path.rglob("*.part"))
 
 
+def test_cli_margin_sets_how_much_is_signalled(tmp_path, tiny_phase2_export):
+    Image.fromarray(_photo(96, 160, seed=11)).save(tmp_path / "a.png")
+    side = {}
+    for margin in ("0", "2e-5", "4e-3"):
+        out = tmp_path / f"a-{margin}.hpcm"
+        result = CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(out), "--margin", margin,
+                                           "--export", str(tiny_phase2_export)])
+        assert result.exit_code == 0, result.output
+        box = container.parse(out.read_bytes())
+        side[margin] = len(box.side)
+        decoded = tmp_path / f"a-{margin}.png"
+        assert CliRunner().invoke(main, ["decompress", str(out), "-o", str(decoded), "--export",
+                                         str(tiny_phase2_export), "--backend", "torch"]).exit_code == 0
+    assert side["0"] == 0 < side["2e-5"] < side["4e-3"]
+    bad = CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.hpcm"),
+                                    "--margin", "-1", "--export", str(tiny_phase2_export)])
+    assert bad.exit_code != 0 and not (tmp_path / "b.hpcm").exists()
+
+
 def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, tiny_phase2_export):
     runner = CliRunner()
     ex = ["--export", str(tiny_phase2_export)]
