@@ -22,13 +22,15 @@ from .options import parse_overrides, set_option
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory (checkpoint, log, "
               "final model.pt).")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
+@click.option("--init", type=click.Path(dir_okay=False, exists=True), help="Start a new run from these weights "
+              "(e.g. hpcm_deploy/data/demo_tiny_phase2.pt) instead of a random initialisation.")
 @set_option
-def train_cmd(preset, lmbda, steps, batch, crop, lr, seed, threads, out, no_resume, overrides) -> None:
+def train_cmd(preset, lmbda, steps, batch, crop, lr, seed, threads, out, no_resume, init, overrides) -> None:
     """Train a model with the HPCM rate-distortion loss; resumes from OUT/checkpoint.pt."""
     from ..training.train import TrainSettings, train
 
     settings = TrainSettings(preset=preset, lmbda=lmbda, steps=steps, batch=batch, crop=crop, lr=lr,
                              lr_final=lr / 5, seed=seed, threads=threads,
                              overrides=tuple(sorted(parse_overrides(overrides).items())))
-    weights = train(out, settings, resume=not no_resume)
+    weights = train(out, settings, resume=not no_resume, init=init)
     click.echo(f"wrote {weights}")

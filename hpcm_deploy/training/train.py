@@ -15,7 +15,7 @@ import torch
 
 from ..config import get_config
 from ..errors import CheckpointError, ConfigError
-from ..models.api import build_model
+from ..models.api import build_model, load_model
 from ..models.hpcm import HPCM, SIZE_MULTIPLE
 from .data import CropSampler, bundled_images
 
@@ -64,8 +64,11 @@ def save_weights(model: HPCM, path: Path, meta: dict) -> None:
     _save_atomic({"config": model.config.to_dict(), "state_dict": model.state_dict(), "meta": meta}, path)
 
 
-def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True) -> Path:
-    """Train (or resume) into ``out_dir``; returns the path of the final weights."""
+def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True,
+          init: str | os.PathLike | None = None) -> Path:
+    """Train (or resume) into ``out_dir``; returns the path of the final weights. ``init``: weights to start
+    a new run from (for example the shipped demo model), instead of the seeded initialisation; a run that
+    resumes from its checkpoint ignores it."""
     if settings.crop < SIZE_MULTIPLE or settings.crop % SIZE_MULTIPLE:
         raise ConfigError(f"--crop must be a multiple of {SIZE_MULTIPLE} (the model codes whole 256-pixel tiles), "
                           f"got {settings.crop}")
@@ -91,6 +94,15 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
         torch.set_rng_state(ckpt["torch_rng"])
         step, seconds = ckpt["step"], ckpt["seconds"]
         log.warning("resumed %s at step %d (%.1f h trained)", out, step, seconds / 3600)
+        if init is not None:
+            log.warning("--init %s ignored: the run resumes from its checkpoint", init)
+    elif init is not None:
+        start = load_model(checkpoint=init, seed=None)
+        if start.config != model.config:
+            raise CheckpointError(f"--init {init} holds a {start.config.to_dict()} model, not the "
+                                  f"{settings.preset} this run trains")
+        model.load_state_dict(start.state_dict())  # float16 shipped weights become float32 here
+        log.warning("starting from the weights in %s", init)
     logf = open(out / LOG, "a")
     window: dict[str, float] = {}
     started = time.perf_counter() - seconds
