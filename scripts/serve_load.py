@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -57,6 +58,9 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 300) -> None
 
 def run_clients(url: str, image: bytes, clients: int, per_client: int) -> dict[str, float]:
     from pytriton.client import ModelClient
+
+    # PyTriton warns on every client that its connection timeout is shorter than the long inference timeout
+    warnings.filterwarnings("ignore", message="Client network and/or connection timeout")
 
     latencies: list[float] = []
     lock = threading.Lock()
