@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -17,7 +15,8 @@ import numpy as np
 import torch
 
 from .errors import ExportError
-from .exporting.manifest import Manifest
+from .evaluation.metrics import psnr
+from .exporting.manifest import Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,6 @@ def demo_weights(base: bool = False) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def default_export(root: str | os.PathLike | None = None, progress: Callable[[str, float], None] | None = None,
                    jobs: int | None = None, base: bool = False) -> Path:
     """The export of the embedded demo model (``base``: of the matching tiny HPCM-Base), created (once) if
@@ -52,7 +47,7 @@ def default_export(root: str | os.PathLike | None = None, progress: Callable[[st
         root = root.with_name(root.name + "-base") if base else root
     root = Path(root)
     weights = demo_weights(base)
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     try:
         if Manifest.load(root, verify_hashes=False).data.get("source_sha256") == digest:
             return root
@@ -66,11 +61,6 @@ def default_export(root: str | os.PathLike | None = None, progress: Callable[[st
     export_model(model, root, "demo-base" if base else "demo", jobs=jobs, progress=progress,
                  source=f"embedded {weights.name}", extra={"source_sha256": digest})
     return root
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse)
 
 
 @dataclass

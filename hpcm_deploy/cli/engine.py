@@ -6,18 +6,7 @@ import click
 from rich.console import Console
 
 from . import main
-
-
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"bad size {text!r}: expected HxW") from None
-    return h, w
+from .options import parse_size
 
 
 @main.command("build-engine")
@@ -41,7 +30,8 @@ def build_engine(export_dir, out, precision, min_size, opt_size, max_size, max_b
     from ..trt.profiles import SizeRange
 
     manifest = Manifest.load(export_dir)
-    sizes = SizeRange.from_sizes(_size(min_size), _size(opt_size), _size(max_size), max_batch)
+    min_hw, opt_hw, max_hw = (parse_size(t) if t is not None else None for t in (min_size, opt_size, max_size))
+    sizes = SizeRange.from_sizes(min_hw, opt_hw, max_hw, max_batch)
     console = Console(stderr=True)
     root = build_engines(manifest, out, precision, sizes, timing_cache, parse_workspace(workspace), device,
                          progress=lambda s, sec: console.print(f"  built {s:10s} {sec:6.1f} s"))

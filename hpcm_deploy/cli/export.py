@@ -15,17 +15,7 @@ from rich.table import Table
 from ..config import PRESETS
 from ..errors import ConfigError
 from . import main
-from .options import parse_overrides, set_option
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"bad size {text!r}: expected HxW, e.g. 512x768") from None
-    if h <= 0 or w <= 0 or h % 256 or w % 256:
-        raise ConfigError(f"bad size {text!r}: padded sizes are positive multiples of 256")
-    return h, w
+from .options import parse_overrides, parse_size, set_option
 
 
 @main.command("export")
@@ -111,7 +101,7 @@ def verify(export_dir, backend, device, sizes, batch, random_images, lint, as_js
     from ..exporting.verify import DEFAULT_SIZES, random_sizes, verify_export
 
     manifest = Manifest.load(export_dir)
-    chosen = [parse_size(s) for s in sizes] or list(DEFAULT_SIZES)
+    chosen = [parse_size(s, padded=True) for s in sizes] or list(DEFAULT_SIZES)
     # Polygraphy prints some notices with print(); keep them off a JSON report's stdout
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         report = verify_export(manifest, open_backend(backend, manifest, device), chosen, batch, lint=lint,

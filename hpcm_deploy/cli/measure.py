@@ -9,16 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import main
-
-
-def _size(text: str) -> tuple[int, int]:
-    from ..errors import ConfigError
-
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"bad size {text!r}: expected HxW, e.g. 512x768") from None
-    return h, w
+from .options import parse_size
 
 
 @main.command("bench")
@@ -41,7 +32,7 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
         if parse_backend(spec, device)[0] not in ("onnxruntime", "torch", "tensorrt"):
             raise InputError(f"unknown backend {spec!r}: expected onnxruntime, torch or tensorrt[:fp32|fp16][@DEVICE]")
     console = Console(stderr=True)
-    result = bench(str(export_dir or default_export()), list(backends) or ["onnxruntime", "torch"], _size(size),
+    result = bench(str(export_dir or default_export()), list(backends) or ["onnxruntime", "torch"], parse_size(size),
                    repeat, warmup, device, progress=lambda n: console.print(f"  timing {n}"))
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -38,3 +38,14 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
                           help="Override a configuration field (repeatable), e.g. --set max_refs_s1=0.")
+
+
+def parse_size(text: str, padded: bool = False) -> tuple[int, int]:
+    """``"512x768"`` -> (512, 768); ``padded``: the size must be one the model codes (multiples of 256)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"bad size {text!r}: expected HxW, e.g. 512x768") from None
+    if padded and (h <= 0 or w <= 0 or h % 256 or w % 256):
+        raise ConfigError(f"bad size {text!r}: padded sizes are positive multiples of 256")
+    return h, w
