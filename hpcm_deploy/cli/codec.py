@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,25 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import HPCMError, InputError
+from ..files import write_atomic
 from . import main
 
 STREAM_SUFFIX = ".hpcm"
-
-
-def write_atomic(path: Path, data: bytes | Callable[[Path], None]) -> None:
-    """Write ``path`` so that it either appears whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        if isinstance(data, bytes):
-            Path(tmp).write_bytes(data)
-        else:
-            data(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:

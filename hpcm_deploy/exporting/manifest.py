@@ -5,10 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +13,7 @@ import torch
 
 from ..config import HPCMConfig
 from ..errors import ExportError
+from ..files import write_atomic
 from ..stages.program import CodingProgram, build_program
 
 FORMAT = "hpcm-deploy-export"
@@ -127,23 +124,5 @@ class Manifest:
                                   f"{MANIFEST}; re-export the model")
 
 
-@contextmanager
-def staged_directory(out: Path) -> Iterator[Path]:
-    """A fresh hidden folder beside ``out`` to fill; when the block succeeds it replaces ``out`` in one rename,
-    when it fails it is removed, so ``out`` is never left half-written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield work
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())

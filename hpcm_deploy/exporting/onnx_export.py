@@ -25,6 +25,7 @@ from .. import __version__
 from ..backends.torch_backend import TorchBackend
 from ..entropy.tables import EntropyTables
 from ..errors import ExportError
+from ..files import staged_directory
 from ..models.hpcm import HPCM
 from ..runtime.runner import ProgramRunner
 from ..stages import CodingProgram, StageSpec, build_program, stage_module
@@ -36,7 +37,6 @@ from .manifest import (
     WEIGHTS,
     model_fingerprint,
     sha256_file,
-    staged_directory,
     write_json_atomic,
 )
 

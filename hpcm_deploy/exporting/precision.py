@@ -208,7 +208,8 @@ def to_fp16(model: onnx.ModelProto, name: str = "") -> tuple[onnx.ModelProto, Re
 def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16") -> Path:
     """A copy of the export ``src`` whose graphs follow ``precision`` (same tables, weights, fingerprint and
     program; graph inputs and outputs stay float32, so any backend runs it like the original)."""
-    from .manifest import MANIFEST, TABLES, WEIGHTS, sha256_file, staged_directory, write_json_atomic
+    from ..files import staged_directory
+    from .manifest import MANIFEST, TABLES, WEIGHTS, sha256_file, write_json_atomic
 
     if precision != "fp16":
         raise ValueError(f"unknown precision recipe {precision!r}")

@@ -182,7 +182,7 @@ def run_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Path
              progress: Callable[[BulkItem], None] | None = None, **options: Any) -> BulkReport:
     """Code ``jobs`` (from :func:`plan`) with Ray Data and write every output atomically (a half-written output
     never remains). ``progress`` is called once per file, failed or not. Options as for :func:`iter_bulk`."""
-    from ..cli.codec import write_atomic
+    from ..files import write_atomic
 
     report, start = BulkReport(), time.perf_counter()
     for item in iter_bulk(verb, jobs, export, **options):

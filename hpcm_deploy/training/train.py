@@ -15,6 +15,7 @@ import torch
 
 from ..config import get_config
 from ..errors import CheckpointError, ConfigError
+from ..files import write_atomic
 from ..models.api import build_model, load_model
 from ..models.hpcm import HPCM, SIZE_MULTIPLE
 from .data import CropSampler, bundled_images
@@ -54,9 +55,7 @@ def rd_loss(out: dict, x: torch.Tensor, lmbda: float) -> dict[str, torch.Tensor]
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_weights(model: HPCM, path: Path, meta: dict) -> None:

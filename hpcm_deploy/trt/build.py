@@ -11,8 +11,9 @@ from pathlib import Path
 import onnx
 
 from ..errors import BackendError, ConfigError
-from ..exporting.manifest import Manifest, sha256_file, staged_directory
+from ..exporting.manifest import Manifest, sha256_file
 from ..exporting.precision import to_fp16
+from ..files import staged_directory
 from . import cuda_device, import_tensorrt
 from .manifest import MANIFEST, TIMING_CACHE, EngineManifest, default_engine_dir, new_manifest
 from .profiles import SizeRange, all_profiles
