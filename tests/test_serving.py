@@ -196,6 +196,109 @@ def test_bad_inputs_are_triton_errors_with_the_codec_message_and_serving_goes_on
     assert server.proc.poll() is None
 
 
+def _rgba_png(h: int, w: int) -> bytes:
+    """An image the codec refuses by default (it has an alpha channel) although Pillow reads it."""
+    buf = io.BytesIO()
+    Image.new("RGBA", (w, h), (10, 20, 30, 128)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_request_batcher_batches_concurrent_requests_and_fails_only_the_bad_ones(codec):
+    """In process: the requests of a batch that holds bad ones each get their own outcome."""
+    from hpcm_deploy.serving import compress_files
+    from hpcm_deploy.serving.triton import CodecModel, RequestBatcher
+
+    good = _pictures([(64, 64)] * 4 + [(64, 96)], seed=30)
+    bad = {"not an image": b"this is not an image", "truncated": good[0][:100], "alpha": _rgba_png(64, 64)}
+    calls: list[int] = []
+
+    def work(items):
+        calls.append(len(items))
+        return compress_files(codec, items, catch_all=True)
+
+    batcher = RequestBatcher("compress", work, threading.Lock(), max_items=8, max_delay_s=3.0)
+    model = CodecModel("compress", batcher)
+    requests = [("good", i, p) for i, p in enumerate(good)] + [("bad", k, p) for k, p in bad.items()]
+    answers: dict[tuple, object] = {}
+    barrier = threading.Barrier(len(requests))
+
+    def client(kind, key, data) -> None:
+        barrier.wait(timeout=60)
+        try:
+            answers[(kind, key)] = model([{"image": np.array([[data]], dtype=object)}])[0]["stream"][0, 0]
+        except hd.HPCMError as exc:
+            answers[(kind, key)] = exc
+
+    threads = [threading.Thread(target=client, args=r) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    try:
+        assert calls[0] == len(requests), calls  # all of them in one batch, the bad ones included
+        expected = codec.compress([Image.open(io.BytesIO(p)) for p in good])
+        assert [answers[("good", i)] for i in range(len(good))] == expected
+        assert "not a readable image" in str(answers[("bad", "not an image")])
+        assert "not a readable image" in str(answers[("bad", "truncated")])
+        assert isinstance(answers[("bad", "alpha")], hd.InputError) and "alpha" in str(answers[("bad", "alpha")])
+        # a request of several images fails as a whole, naming the image
+        with pytest.raises(hd.InputError, match="image 2 of 2 of this request: not a readable image"):
+            model([{"image": np.array([[good[0]], [b"junk"]], dtype=object)}])
+    finally:
+        batcher.close()
+
+
+def test_a_client_sending_garbage_never_fails_the_concurrent_good_clients(server, codec):
+    from pytriton.client.exceptions import PyTritonClientInferenceServerError
+
+    pictures = _pictures([(64, 64)] * 6 + [(64, 96)] * 2, seed=60)
+    streams = codec.compress([Image.open(io.BytesIO(p)) for p in pictures])
+    damaged = streams[0][:40] + bytes([streams[0][40] ^ 0xFF]) + streams[0][41:]
+    garbage = {"compress": [(b"this is not an image", "not a readable image"),
+                            (pictures[0][:200], "not a readable image"),
+                            (_rgba_png(64, 64), "alpha channel"),
+                            (b"\x89PNG\r\n\x1a\n", "not a readable image")],
+               "decompress": [(damaged, "checksum mismatch"), (b"GIF89a" + streams[1][6:], "bad magic"),
+                              (streams[2][:-10], "truncated"), (b"HPCM", "")]}
+    tensors = {"compress": ("image", "stream"), "decompress": ("stream", "image")}
+    log: list[tuple[str, str, int, bool, object]] = []  # model, good/bad, index, ok, result or message
+    jobs = ([("compress", "good", [i, i + 4]) for i in range(4)] + [("compress", "bad", [0, 1, 2, 3])]
+            + [("decompress", "good", [i, i + 2]) for i in range(2)] + [("decompress", "bad", [0, 1, 2, 3])])
+    barrier = threading.Barrier(len(jobs))
+
+    def client(model: str, kind: str, indexes: list[int]) -> None:
+        inp, out = tensors[model]
+        with _client(server.url, model) as c:
+            barrier.wait(timeout=120)
+            for i in indexes:
+                data = (pictures[i] if model == "compress" else streams[i]) if kind == "good" else garbage[model][i][0]
+                try:
+                    result = c.infer_sample(**{inp: np.array([data], dtype=object)})[out][0]
+                    log.append((model, kind, i, True, result))
+                except PyTritonClientInferenceServerError as exc:
+                    log.append((model, kind, i, False, str(exc)))
+
+    threads = [threading.Thread(target=client, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert len(log) == 8 + 4 + 4 + 4
+    failed = sorted((m, k, i) for m, k, i, ok, _ in log if not ok)
+    print(f"\n{len(log)} requests from {len(jobs)} concurrent clients, {len(failed)} failed: {failed}")
+    assert failed == [(m, "bad", i) for m in ("compress", "decompress") for i in range(4)]
+    for model, kind, i, _, result in log:
+        if kind == "bad":
+            assert garbage[model][i][1] in result, (model, i, result)
+            assert "batched together" not in result
+        elif model == "compress":
+            assert result == streams[i], i
+        else:
+            expected = codec.decompress(streams[i], kind="numpy")
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(result))), expected), i
+    assert server.proc.poll() is None
+
+
 def test_a_busy_port_is_a_one_line_error(tiny_phase2_export):
     pytest.importorskip("pytriton", reason="PyTriton is an optional extra: pip install -e '.[triton]'")
     with socket.socket() as busy:
@@ -273,6 +376,65 @@ def test_bulk_decompress_reports_a_corrupted_stream(tmp_path, tiny_phase2_export
     for i, s in enumerate(streams):
         assert np.array_equal(np.asarray(Image.open(out / f"s{i}.png")), codec.decompress(s, kind="numpy"))
     assert sorted(p.name for p in out.iterdir()) == ["s0.png", "s1.png", "s2.png"]
+
+
+def test_bulk_worker_reports_files_that_vanished_or_became_unreadable_and_codes_the_rest(tmp_path,
+                                                                                         tiny_phase2_export, codec):
+    """What an actor does when files changed after the job was planned (no Ray needed to call it)."""
+    from hpcm_deploy.serving.bulk import CodecWorker
+
+    pictures = _pictures([(64, 64), (40, 72), (64, 64)], seed=70)
+    paths = [tmp_path / f"img{i}.png" for i in range(4)]
+    for path, data in zip(paths, [*pictures, pictures[0]]):
+        path.write_bytes(data)
+    paths[1].unlink()  # gone
+    paths[3].unlink()
+    paths[3].mkdir()  # there, but not a readable file
+    worker = CodecWorker("compress", str(tiny_phase2_export), "onnxruntime", "cpu", {})
+    out = worker({"path": np.array([str(p) for p in paths], dtype=object)})
+    assert list(out["path"]) == [str(p) for p in paths]
+    assert list(out["error"][:3]) == ["", "file vanished before it could be read", ""]
+    assert out["error"][3].startswith("cannot read the file (Is a directory")
+    assert [out["data"][0], out["data"][2]] == codec.compress([Image.open(io.BytesIO(p)) for p in (pictures[0],
+                                                                                                   pictures[2])])
+    assert out["data"][1] == out["data"][3] == b"" and list(out["bytes_in"]) == [len(pictures[0]), 0,
+                                                                                 len(pictures[2]), 0]
+
+
+def test_bulk_failed_writes_leave_no_partial_file_and_the_job_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    from hpcm_deploy.serving import bulk
+
+    out = tmp_path / "out"
+    (out / "blocked").parent.mkdir(parents=True)
+    (out / "blocked").write_bytes(b"a file where a folder should be")
+    items = [("a", out / "a.hpcm"), ("full", out / "full.hpcm"), ("b", out / "blocked" / "b.hpcm"),
+             ("c", out / "sub" / "c.hpcm")]
+
+    def fake_iter_bulk(verb, jobs, export, **options):  # what the actors would have returned
+        for name, dst in jobs:
+            yield bulk.BulkItem(tmp_path / name, dst, None, 10, data=name.encode() * 1000)
+
+    real_write = Path.write_bytes
+
+    def disk_full_for_one(self, data):  # half of it lands, then the disk is full
+        if self.name.startswith(".full.hpcm."):
+            real_write(self, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    monkeypatch.setattr(bulk, "iter_bulk", fake_iter_bulk)
+    monkeypatch.setattr(Path, "write_bytes", disk_full_for_one)
+    seen = []
+    report = bulk.run_bulk("compress", items, "unused", progress=lambda item: seen.append(item.source.name))
+    assert seen == ["a", "full", "b", "c"] and report.done == 2
+    errors = {item.source.name: item.error for item in report.failed}
+    assert sorted(errors) == ["b", "full"]
+    assert errors["full"] == f"cannot write {out / 'full.hpcm'} (No space left on device)"
+    assert errors["b"].startswith(f"cannot write {out / 'blocked' / 'b.hpcm'} (")
+    assert (out / "a.hpcm").read_bytes() == b"a" * 1000 and (out / "sub" / "c.hpcm").read_bytes() == b"c" * 1000
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["a.hpcm", "blocked", "sub", "sub/c.hpcm"]
 
 
 def test_core_import_does_not_load_the_optional_engines():

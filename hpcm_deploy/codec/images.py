@@ -2,14 +2,31 @@
 
 - PIL images: ``RGB``; ``L`` (greyscale, coded as RGB with equal channels and returned as ``L``);
   ``I;16``/``I`` 16-bit greyscale (returned as ``I;16``); ``P``, ``CMYK``, ``YCbCr`` are converted to RGB.
-  Modes with alpha (``RGBA``, ``LA``, ``PA``, or ``P`` with transparency) are refused: alpha cannot be coded.
+  Modes with alpha (``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, or ``P`` with transparency) are refused unless
+  ``alpha`` says otherwise (below).
 - NumPy arrays: ``uint8`` or ``uint16``, ``[H, W, 3]`` or ``[H, W]``; floats in [0, 1] likewise (returned as
-  float32). ``[H, W, 4]`` is refused.
+  float32). ``[H, W, 4]`` (RGBA) is refused unless ``alpha`` says otherwise.
 - torch tensors: float ``[3, H, W]`` or ``[1, H, W]`` in [0, 1], on any device; returned on the same device.
 
 16-bit inputs are scaled by 1/65535 and decoded back to 16 bits; float inputs come back as float32 NumPy
 arrays (or 8-bit PIL images); greyscale is returned as the mean of the decoded RGB channels. The container
 records channels and sample format, so ``decompress`` returns the same channels and sample type.
+
+Alpha cannot be coded. ``alpha`` (``to_tensor(img, alpha=...)``, ``Codec(..., alpha=...)``, ``hpcm-deploy
+compress --alpha``) chooses what happens to an image that has it:
+
+- ``"refuse"`` (the default): an :class:`~hpcm_deploy.errors.InputError` that names the other choices;
+- ``"drop"``: the alpha channel is discarded and the colour kept as it is, also under transparent pixels
+  (premultiplied ``RGBa``/``La`` are un-premultiplied first; ``P`` with transparency keeps its palette colours);
+- a background colour (``"white"``, ``"black"``, ``"#rrggbb"``, ``"#rgb"``, any name or ``rgb(...)`` form that
+  Pillow's ``ImageColor`` reads, or an ``(r, g, b)`` tuple of 0-255): the image is composited on it,
+  ``colour * a + background * (1 - a)`` with ``a`` the alpha in [0, 1], rounded to the input's sample grid
+  (8 or 16 bits; floats stay floats). A pixel of alpha 0 takes the background exactly, one of full alpha keeps
+  its colour exactly, so the stream equals that of the same image composited beforehand. An ``RGB`` or ``L``
+  image with a transparent colour key (PNG ``tRNS``) is composited too; ``refuse`` and ``drop`` code it as is.
+
+Greyscale with alpha (``LA``) stays greyscale when dropped or composited on a grey colour (white, black, ...),
+and becomes RGB on any other colour. The stream does not record the alpha or the choice.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import MAX_SIDE
 from ..errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -36,32 +54,98 @@ class ImageInfo:
     device: str = "cpu"
 
 
-def to_tensor(image: Any) -> tuple[torch.Tensor, ImageInfo]:
-    """``([3, H, W] float32 in [0, 1] on the image's device, how to return it)``."""
+#: The ``alpha`` choices, as error messages name them.
+ALPHA_CHOICES = "refuse, drop or a background colour (white, black, #rrggbb)"
+
+#: PIL modes with an alpha channel (``RGBa``/``La``: premultiplied).
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+Background = tuple[int, int, int]
+
+
+def parse_alpha(alpha: Any) -> None | str | Background:
+    """What ``alpha`` asks for: None (refuse), ``"drop"``, or the background colour as ``(r, g, b)`` in 0-255.
+    An :class:`InputError` for anything else."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, str):
+        text = alpha.strip()
+        if text.lower() == "refuse":
+            return None
+        if text.lower() == "drop":
+            return "drop"
+        from PIL import ImageColor
+
+        try:
+            rgb = ImageColor.getrgb(text)
+        except ValueError:
+            raise InputError(f"alpha must be {ALPHA_CHOICES}, not {alpha!r}") from None
+        if len(rgb) == 4 and rgb[3] != 255:
+            raise InputError(f"the background colour {alpha!r} is not opaque: give it without an alpha part")
+        return int(rgb[0]), int(rgb[1]), int(rgb[2])
+    if (isinstance(alpha, (tuple, list)) and len(alpha) == 3
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255 for v in alpha)):
+        return int(alpha[0]), int(alpha[1]), int(alpha[2])
+    raise InputError(f"alpha must be {ALPHA_CHOICES}, or an (r, g, b) tuple of 0-255, not {alpha!r}")
+
+
+def to_tensor(image: Any, alpha: Any = "refuse") -> tuple[torch.Tensor, ImageInfo]:
+    """``([3, H, W] float32 in [0, 1] on the image's device, how to return it)``. ``alpha``: what to do with an
+    alpha channel (``"refuse"``, ``"drop"`` or a background colour; see the module docstring)."""
+    choice = parse_alpha(alpha)
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - a core dependency
         Image = None  # type: ignore[assignment]
     if Image is not None and isinstance(image, Image.Image):
-        return _from_pil(image)
+        return _from_pil(image, choice)
     if isinstance(image, np.ndarray):
-        return _from_numpy(image)
+        return _from_numpy(image, choice)
     if isinstance(image, torch.Tensor):
         return _from_torch(image)
     raise InputError(f"cannot code a {type(image).__name__}: pass a PIL image, a NumPy array or a torch tensor")
 
 
+def image_size(image: Any) -> tuple[int, int]:
+    """``(height, width)`` of an image the codec accepts, without converting it (so a size limit can refuse it
+    before anything is allocated); ``(0, 0)`` for something that is not an image (conversion refuses it)."""
+    if isinstance(image, (np.ndarray, torch.Tensor)):
+        if image.ndim == 2:
+            return int(image.shape[0]), int(image.shape[1])
+        if image.ndim == 3:  # [H, W, C] arrays, [C, H, W] tensors
+            return (int(image.shape[0]), int(image.shape[1])) if isinstance(image, np.ndarray) else (
+                int(image.shape[1]), int(image.shape[2]))
+        if image.ndim == 4 and isinstance(image, torch.Tensor):
+            return int(image.shape[2]), int(image.shape[3])
+        return 0, 0
+    size = getattr(image, "size", None)  # PIL: (width, height)
+    if isinstance(size, tuple) and len(size) == 2:
+        return int(size[1]), int(size[0])
+    return 0, 0
+
+
 def _check_size(h: int, w: int) -> None:
     if h < 1 or w < 1:
         raise InputError(f"image of size {h}x{w} has no pixels")
-    if h > 16384 or w > 16384:
-        raise InputError(f"image of size {h}x{w} is larger than the 16384x16384 an export covers")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise InputError(f"image of size {h}x{w} is larger than the {MAX_SIDE}x{MAX_SIDE} an export covers")
 
 
-def _from_pil(img) -> tuple[torch.Tensor, ImageInfo]:
+def _refuse_alpha(what: str) -> InputError:
+    return InputError(f"{what} has an alpha channel, which cannot be coded; choose what to do with it: alpha='drop' "
+                      "or a background colour such as alpha='white' (compress --alpha), or convert it to RGB first")
+
+
+def _from_pil(img, alpha: None | str | Background = None) -> tuple[torch.Tensor, ImageInfo]:
     mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
-        raise InputError(f"image mode {mode} has an alpha channel, which cannot be coded; convert it to RGB first")
+    keyed = mode in ("L", "RGB") and "transparency" in img.info  # a transparent colour key (PNG tRNS)
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in img.info) or (keyed and isinstance(alpha, tuple)):
+        if alpha is None:
+            raise _refuse_alpha(f"image mode {mode}")
+        grey = mode in ("LA", "La", "L")
+        a = _apply_alpha(np.asarray(img.convert("LA" if grey else "RGBA")), alpha)
+        t, _ = _from_numpy(a)
+        return t, ImageInfo("pil", 1 if a.ndim == 2 else 3, 8)
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
         if a.max(initial=0) > 65535 or a.min(initial=0) < 0:
@@ -83,9 +167,11 @@ def _from_pil(img) -> tuple[torch.Tensor, ImageInfo]:
     return t, ImageInfo("pil", 3, 8)
 
 
-def _from_numpy(a: np.ndarray) -> tuple[torch.Tensor, ImageInfo]:
+def _from_numpy(a: np.ndarray, alpha: None | str | Background = None) -> tuple[torch.Tensor, ImageInfo]:
     if a.ndim == 3 and a.shape[2] == 4:
-        raise InputError("array has 4 channels (alpha?); alpha cannot be coded, pass [H, W, 3]")
+        if alpha is None:
+            raise _refuse_alpha("array of shape [H, W, 4]")
+        a = _apply_alpha(a, alpha)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
@@ -105,6 +191,37 @@ def _from_numpy(a: np.ndarray) -> tuple[torch.Tensor, ImageInfo]:
     if channels == 1:
         x = np.repeat(x[..., None], 3, axis=2)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), ImageInfo("numpy", channels, depth)
+
+
+def _apply_alpha(a: np.ndarray, alpha: str | Background) -> np.ndarray:
+    """``[H, W, 2]`` (grey + alpha) or ``[H, W, 4]`` (RGB + alpha) samples without their alpha: dropped, or
+    composited on the background colour and rounded to the sample grid; same dtype. A grey image stays grey unless
+    the colour is not grey."""
+    colour = a[..., :-1]
+    if alpha == "drop":
+        return np.ascontiguousarray(colour[..., 0] if colour.shape[2] == 1 else colour)
+    assert isinstance(alpha, tuple)
+    if a.dtype == np.uint8:
+        top = 255.0
+    elif a.dtype == np.uint16:
+        top = 65535.0
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or a.min(initial=0) < 0 or a.max(initial=0) > 1:
+            raise InputError("float arrays must hold values in [0, 1]")
+        top = 1.0
+    else:
+        raise InputError(f"array dtype {a.dtype} is not supported: use uint8, uint16 or floats in [0, 1]")
+    background = np.array(alpha, dtype=np.float64) * (top / 255.0)
+    if colour.shape[2] == 1 and len(set(alpha)) == 1:
+        background = background[:1]  # grey on grey stays grey
+    elif colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    weight = a[..., -1:].astype(np.float64) / top
+    out = colour.astype(np.float64) * weight + background * (1.0 - weight)
+    if top != 1.0:
+        out = np.clip(np.round(out), 0, top)
+    out = out.astype(a.dtype)
+    return np.ascontiguousarray(out[..., 0] if out.shape[2] == 1 else out)
 
 
 def _from_torch(t: torch.Tensor) -> tuple[torch.Tensor, ImageInfo]:

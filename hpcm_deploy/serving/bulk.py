@@ -1,9 +1,12 @@
 """Bulk compression and decompression of folders with Ray Data (``pip install .[ray]``).
 
-Ray Data reads the input files, a pool of actors (one :class:`~hpcm_deploy.Codec` each) codes them in batches, and
-the driver writes each result atomically as it arrives. A file that cannot be coded is reported and the others go
-on. By default a local Ray is started (and stopped) on 127.0.0.1; ``address`` joins an existing cluster, whose
-workers must then see the input paths (a shared file system).
+Ray Data hands the input paths in batches to a pool of actors (one :class:`~hpcm_deploy.Codec` each), which read
+and code them, and the driver writes each result atomically as it arrives. A file that cannot be read (it
+disappeared or became unreadable after the job was planned), cannot be coded or cannot be written (disk full, no
+permission: nothing is left of it) is reported and the others go on. The actors read the files themselves, rather
+than Ray Data's file reader, because a read task that fails fails the whole dataset. By default a local Ray is
+started (and stopped) on 127.0.0.1; ``address`` joins an existing cluster, whose workers must then see the input
+paths (a shared file system).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from . import compress_files, decompress_files
 log = logging.getLogger(__name__)
 
 VERBS = ("compress", "decompress")
-STREAM_SUFFIX = ".hpcm"
 
 
 @dataclass
@@ -56,6 +58,7 @@ class BulkReport:
 def plan(verb: str, input_dir: str | os.PathLike, output_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     """``(input file, output file)`` for every image (compress) or ``.hpcm`` stream (decompress) under
     ``input_dir``, keeping the folder structure; outputs are ``.hpcm`` streams or PNG files."""
+    from ..codec.container import SUFFIX
     from ..codec.images import IMAGE_SUFFIXES, list_images
 
     if verb not in VERBS:
@@ -63,7 +66,7 @@ def plan(verb: str, input_dir: str | os.PathLike, output_dir: str | os.PathLike)
     src = Path(input_dir)
     if not src.is_dir():
         raise InputError(f"no such folder: {src}")
-    suffixes, new_suffix = (IMAGE_SUFFIXES, STREAM_SUFFIX) if verb == "compress" else ({STREAM_SUFFIX}, ".png")
+    suffixes, new_suffix = (IMAGE_SUFFIXES, SUFFIX) if verb == "compress" else ({SUFFIX}, ".png")
     files = list_images([src], suffixes)
     if not files:
         raise InputError(f"no {'images' if verb == 'compress' else '.hpcm streams'} found in {src}")
@@ -74,21 +77,41 @@ def plan(verb: str, input_dir: str | os.PathLike, output_dir: str | os.PathLike)
 class CodecWorker:
     """The ``map_batches`` callable: builds one codec per actor, then codes the batches it is given."""
 
-    def __init__(self, verb: str, export: str, backend: str, device: str, threads: int) -> None:
+    def __init__(self, verb: str, export: str, backend: str, device: str, options: dict[str, Any]) -> None:
         from ..codec import Codec
 
-        options = {"threads": threads} if backend == "onnxruntime" and threads > 0 else {}
         self.work = compress_files if verb == "compress" else decompress_files
-        self.codec = Codec(export, backend=backend, device=device, **options)
+        self.codec = Codec(export, backend=backend, device=device, options=options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        outcomes: list[bytes | HPCMError] = []
+        sizes = []
+        for path in paths:
+            content = read_input(path)
+            outcomes.append(content)
+            sizes.append(len(content) if isinstance(content, bytes) else 0)
+        readable = [i for i, o in enumerate(outcomes) if isinstance(o, bytes)]
         # catch_all: a file that trips an unexpected error is reported with it; the job goes on.
-        outcomes = self.work(self.codec, [bytes(b) for b in batch["bytes"]], catch_all=True)
+        coded = self.work(self.codec, [outcomes[i] for i in readable], catch_all=True) if readable else []
+        for i, result in zip(readable, coded):
+            outcomes[i] = result
         data = np.empty(len(outcomes), dtype=object)  # object, not bytes_: numpy would drop trailing zero bytes
         data[:] = [o if isinstance(o, bytes) else b"" for o in outcomes]
         errors = np.array([str(o) if isinstance(o, HPCMError) else "" for o in outcomes], dtype=object)
-        sizes = np.array([len(b) for b in batch["bytes"]], dtype=np.int64)
-        return {"path": batch["path"], "data": data, "error": errors, "bytes_in": sizes}
+        return {"path": np.array(paths, dtype=object), "data": data, "error": errors,
+                "bytes_in": np.array(sizes, dtype=np.int64)}
+
+
+def read_input(path: str | os.PathLike) -> bytes | InputError:
+    """The bytes of an input file, or the error that says why it cannot be read (gone, not readable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return InputError("file vanished before it could be read")
+    except OSError as exc:
+        return InputError(f"cannot read the file ({exc.strerror or exc})")
 
 
 def _start_ray(address: str | None, workers: int, cpus_per_worker: float, object_store_memory: int | None,
@@ -109,14 +132,8 @@ def _start_ray(address: str | None, workers: int, cpus_per_worker: float, object
     return True
 
 
-def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.PathLike | None = None, *,
-              backend: str = "onnxruntime", device: str = "cpu", workers: int = 1, gpus_per_worker: float = 0,
-              cpus_per_worker: float = 1, batch_size: int = 4, address: str | None = None,
-              object_store_memory: int | None = None, verbose: bool = False) -> Iterator[BulkItem]:
-    """Code ``jobs`` with Ray Data and yield each result (output bytes in ``BulkItem.data``) as it arrives.
-
-    Nothing is written here; :func:`run_bulk` writes. The results come in completion order, not input order.
-    """
+def _check_arguments(workers: int, batch_size: int, gpus_per_worker: float, cpus_per_worker: float,
+                     device: str) -> None:
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     if batch_size < 1:
@@ -125,6 +142,9 @@ def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Pat
         raise ConfigError("--gpus-per-worker must be at least 0 and --cpus-per-worker more than 0")
     if gpus_per_worker == 0 and device != "cpu":
         raise ConfigError(f"--device {device} needs --gpus-per-worker > 0, so that Ray gives each worker a GPU")
+
+
+def _import_ray(address: str | None, verbose: bool):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports to the outside
     if address is None and "ray" not in sys.modules:
         # A local Ray binds every interface and advertises the machine's address unless it believes clusters are
@@ -139,25 +159,48 @@ def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Pat
     if not verbose:
         # Ray Data sets up its own logger on import; its per-dataset notices would break up the caller's progress.
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-    if export is None:
-        from ..demo import default_export
+    return ray
 
-        export = default_export()  # in the driver: actors do not share its working directory
-    export = str(Path(export).resolve())
-    from ..exporting.manifest import Manifest
 
+def worker_options(backend: str, cpus_per_worker: float) -> dict[str, Any]:
+    """Backend options of one worker: a backend with its own thread pool gets one thread per CPU Ray books
+    for the worker, so that workers do not oversubscribe the machine."""
+    from dataclasses import fields
+
+    from ..backends import backend_kind
+
+    has_threads = any(f.name == "threads" for f in fields(backend_kind(backend).options))
+    return {"threads": max(1, int(cpus_per_worker))} if has_threads else {}
+
+
+def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.PathLike, *,
+              backend: str = "onnxruntime", device: str = "cpu", workers: int = 1, gpus_per_worker: float = 0,
+              cpus_per_worker: float = 1, batch_size: int = 4, address: str | None = None,
+              object_store_memory: int | None = None, verbose: bool = False) -> Iterator[BulkItem]:
+    """Code ``jobs`` with Ray Data and yield each result (output bytes in ``BulkItem.data``) as it arrives.
+
+    Nothing is written here; :func:`run_bulk` writes. The results come in completion order, not input order.
+    """
+    from ..artifacts.export import Manifest
+    from ..backends import check_device
+
+    _check_arguments(workers, batch_size, gpus_per_worker, cpus_per_worker, device)
+    check_device(backend, device)
+    options = worker_options(backend, cpus_per_worker)
+    export = str(Path(export).resolve())  # actors do not share the driver's working directory
     Manifest.load(export, verify_hashes=False)  # a missing export is the user's error, before Ray starts
-
+    ray = _import_ray(address, verbose)
     outputs = {str(src): dst for src, dst in jobs}
     started = _start_ray(address, workers, cpus_per_worker, object_store_memory, verbose)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the caller shows one bar for the whole job
         ctx.print_on_execution_start = verbose
-        ds = ray.data.read_binary_files(list(outputs), include_paths=True, ignore_missing_paths=True,
-                                        override_num_blocks=min(len(outputs), 1000))
-        threads = max(1, int(cpus_per_worker))
-        ds = ds.map_batches(CodecWorker, fn_constructor_args=(verb, export, backend, device, threads),
+        # The paths, not their bytes: each actor reads its files, so that one that is gone or unreadable is that
+        # file's error (a failed read task of read_binary_files would stop the whole job).
+        ds = ray.data.from_items([{"path": path} for path in outputs],
+                                 override_num_blocks=max(1, min(len(outputs) // batch_size, 200)))
+        ds = ds.map_batches(CodecWorker, fn_constructor_args=(verb, export, backend, device, options),
                             batch_size=batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
                             num_gpus=gpus_per_worker or None)
@@ -171,14 +214,14 @@ def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Pat
                 continue
             yield BulkItem(Path(path), dst, row["error"] or None, int(row["bytes_in"]), data=bytes(row["data"]))
         for path, dst in outputs.items():
-            if path not in seen:
-                yield BulkItem(Path(path), dst, "file vanished before it could be read")
+            if path not in seen:  # should not happen: every path comes back, coded or with its error
+                yield BulkItem(Path(path), dst, "was not coded (Ray returned no result for it)")
     finally:
         if started:
             ray.shutdown()
 
 
-def run_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.PathLike | None = None,
+def run_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.PathLike,
              progress: Callable[[BulkItem], None] | None = None, **options: Any) -> BulkReport:
     """Code ``jobs`` (from :func:`plan`) with Ray Data and write every output atomically (a half-written output
     never remains). ``progress`` is called once per file, failed or not. Options as for :func:`iter_bulk`."""

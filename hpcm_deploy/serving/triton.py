@@ -1,20 +1,29 @@
 """Serve a :class:`~hpcm_deploy.Codec` with Triton Inference Server through PyTriton (``pip install .[triton]``).
 
-Two models, both with Triton's dynamic batcher:
+Two models:
 
 - ``compress``: input ``image`` (BYTES, the file bytes of a PNG, JPEG, ... image) -> output ``stream`` (BYTES, the
   ``.hpcm`` stream);
 - ``decompress``: input ``stream`` (BYTES) -> output ``image`` (BYTES, a PNG file).
 
-An input the codec refuses comes back to its client as a Triton error carrying the codec's message, and the
-server goes on serving. PyTriton 0.7.0 can only fail a whole batch at once, so requests that Triton batched
-together with a bad one fail with it (their error says so); a client may resend them.
+Every request is answered alone: an input the codec refuses comes back to its own client as a Triton error
+carrying the codec's message, the requests coded in the same batch get their results, and the server goes on
+serving. PyTriton 0.7.0 cannot fail one request of a batch that Triton formed (its inference callable returns
+one response per request or raises for the whole batch; it has no per-request error), so Triton's dynamic
+batcher is not used. Each model runs ``max_batch`` instances instead (at most :data:`MAX_INSTANCES`; one Python
+backend stub process of about 45 MB each); every instance hands its request to the model's
+:class:`RequestBatcher` in this process, which codes the requests that arrive within ``max_queue_delay_ms`` of
+each other (at most ``max_batch`` images) in one codec call. A batch that fails is coded again one image at a
+time (:func:`hpcm_deploy.serving.compress_files`), so a bad request costs the others of its batch a retry,
+never their results. A request that carries several images along its batch axis succeeds or fails as a whole
+(its error names the image).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import socket
 import sysconfig
@@ -53,56 +62,162 @@ def prefer_own_libpython() -> None:
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *parts])
 
 
-class CodecModel:
-    """The inference callable of one model: all requests of a Triton batch in one batched codec call."""
+class _Job:
+    """One request's images, waiting in a :class:`RequestBatcher`."""
 
-    def __init__(self, name: str, work: Callable[[Sequence[bytes]], list[Outcome]], lock: threading.Lock) -> None:
+    def __init__(self, items: list[bytes]) -> None:
+        self.items = items
+        self.outcomes: list[Outcome] = []
+        self.done = threading.Event()
+
+
+class RequestBatcher:
+    """Codes the requests that the model's instances hand over concurrently in batched codec calls, and gives
+    each request its own outcomes.
+
+    A thread of its own takes the first waiting request, gathers more for up to ``max_delay_s`` or until
+    ``max_items`` images, and runs ``work`` (:func:`~hpcm_deploy.serving.compress_files` or
+    :func:`~hpcm_deploy.serving.decompress_files`, which isolate failed items) on all of their images.
+    """
+
+    def __init__(self, name: str, work: Callable[[Sequence[bytes]], list[Outcome]], lock: threading.Lock,
+                 max_items: int, max_delay_s: float) -> None:
         self.name = name
-        self.input, self.output = TENSORS[name]
         self._work = work
         self._lock = lock
+        self.max_items = max(1, max_items)
+        self.max_delay_s = max(0.0, max_delay_s)
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batches = 0  # codec calls so far (each batch counts once)
+
+    def __call__(self, items: list[bytes]) -> list[Outcome]:
+        """The outcomes of ``items`` (one request's images), once their batch is coded."""
+        if not items:
+            return []
+        self._ensure_started()
+        job = _Job(items)
+        self._queue.put(job)
+        job.done.wait()
+        return job.outcomes
+
+    def close(self) -> None:
+        """Stop the batcher's thread once the requests it holds are answered."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=60)
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"hpcm-{self.name}-batcher", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        held: _Job | None = None
+        while True:
+            job = held if held is not None else self._queue.get()
+            held = None
+            if job is None:
+                return
+            jobs, count = [job], len(job.items)
+            deadline = time.monotonic() + self.max_delay_s
+            while count < self.max_items:
+                try:
+                    more = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is None:  # close(): answer what is held, then stop
+                    self._queue.put(None)
+                    break
+                if count + len(more.items) > self.max_items:
+                    held = more  # the first of the next batch
+                    break
+                jobs.append(more)
+                count += len(more.items)
+            self._run(jobs)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        items = [item for job in jobs for item in job.items]
+        start = time.perf_counter()
+        try:
+            with self._lock:  # one codec serves both models
+                outcomes: list[Outcome] = self._work(items)
+        except Exception as exc:  # the work isolates items; never leave a request without an answer
+            log.exception("%s: a batch of %d requests failed", self.name, len(jobs))
+            error = exc if isinstance(exc, HPCMError) else HPCMError(
+                f"could not be coded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            outcomes = [type(error)(str(error)) for _ in items]
+        self.batches += 1
+        failed = sum(isinstance(o, HPCMError) for o in outcomes)
+        log.debug("%s: %d requests, %d items, %d failed, in %.3f s", self.name, len(jobs), len(items), failed,
+                  time.perf_counter() - start)
+        k = 0
+        for job in jobs:
+            job.outcomes = outcomes[k:k + len(job.items)]
+            k += len(job.items)
+            job.done.set()
+
+
+class CodecModel:
+    """The inference callable of one model instance: each request it is given is coded (batched with the other
+    instances' requests by the shared :class:`RequestBatcher`) and answered on its own."""
+
+    def __init__(self, name: str, batcher: RequestBatcher) -> None:
+        self.name = name
+        self.input, self.output = TENSORS[name]
+        self._batcher = batcher
 
     def __call__(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
-        # A request may carry several items along its batch axis; code them all together.
-        counts, items = [], []
-        for request in requests:
-            flat = [bytes(v) for v in np.asarray(request[self.input], dtype=object).reshape(-1)]
-            counts.append(len(flat))
-            items += flat
-        start = time.perf_counter()
-        with self._lock:  # one codec serves both models; its runner is not meant for concurrent calls
-            outcomes = self._work(items)
-        log.debug("%s: %d requests, %d items in %.3f s", self.name, len(requests), len(items),
-                  time.perf_counter() - start)
-        responses, failures, k = [], [], 0
-        for r, n in enumerate(counts):
-            mine = outcomes[k:k + n]
-            k += n
-            for j, o in enumerate(mine):
-                if isinstance(o, HPCMError):
-                    failures.append((r, j, n, o))
-            out = np.empty((n, 1), dtype=object)  # object, not bytes_: numpy would drop trailing zero bytes
-            out[:, 0] = [o if isinstance(o, bytes) else b"" for o in mine]
+        # Without Triton's dynamic batcher each call holds one request; a request may carry several images along
+        # its batch axis.
+        responses, failed = [], None
+        for r, request in enumerate(requests):
+            items = [bytes(v) for v in np.asarray(request[self.input], dtype=object).reshape(-1)]
+            outcomes = self._batcher(items)
+            error = _request_error(self.name, outcomes)
+            if error is not None and failed is None:
+                failed = (r, error)
+            out = np.empty((len(outcomes), 1), dtype=object)  # object, not bytes_: numpy drops trailing zero bytes
+            out[:, 0] = [o if isinstance(o, bytes) else b"" for o in outcomes]
             responses.append({self.output: out})
-        if failures:
-            raise _batch_error(self.name, len(requests), failures)
+        if failed is not None:
+            r, error = failed
+            if len(requests) > 1:  # only if Triton batched requests after all: PyTriton fails them together
+                raise type(error)(f"request {r + 1} of {len(requests)} that Triton batched together failed: {error}")
+            raise error
         return responses
 
 
-def _batch_error(model: str, n_requests: int, failures: list[tuple[int, int, int, HPCMError]]) -> HPCMError:
-    """The error for a batch with failed items: the codec's own error when the batch was that one request."""
-    r, j, n_items, first = failures[0]
-    where = f"item {j + 1} of {n_items}: " if n_items > 1 else ""
-    log.warning("%s: refused an input: %s%s", model, where, first)
-    if n_requests == 1 and len(failures) == 1 and not where:
+def _request_error(model: str, outcomes: list[Outcome]) -> HPCMError | None:
+    """The error of a request whose images did not all succeed: the codec's own error for a one-image request."""
+    failures = [(j, o) for j, o in enumerate(outcomes) if isinstance(o, HPCMError)]
+    if not failures:
+        return None
+    j, first = failures[0]
+    log.warning("%s: refused an input: %s%s", model, f"image {j + 1} of {len(outcomes)}: " if len(outcomes) > 1
+                else "", first)
+    if len(outcomes) == 1:
         return first
-    text = f"{where}{first}"
-    if n_requests > 1:
-        text = (f"request {r + 1} of {n_requests} that Triton batched together failed: {text} (the other requests "
-                "of that batch fail with it and may be sent again)")
-    if len(failures) > 1:
-        text += f"; {len(failures) - 1} more failed"
-    return type(first)(text)
+    more = f"; {len(failures) - 1} more of its images failed" if len(failures) > 1 else ""
+    return type(first)(f"image {j + 1} of {len(outcomes)} of this request: {first}{more}")
+
+
+#: Most Triton instances of a model (one Python backend stub process each, about 45 MB): a larger ``max_batch``
+#: still batches that many images, from requests that carry several.
+MAX_INSTANCES = 8
+
+#: How often :meth:`CodecServer.start` tries: PyTriton 0.7.0 starts a model's instances in parallel, and the
+#: others fetch their configuration from the first one's socket once, within a second, without retrying; on a
+#: busy machine one of them may find the socket before it listens ("Connection refused") and fail the load.
+START_ATTEMPTS = 3
+_HANDSHAKE = "get_config_from_handshake_server"  # where that failure is raised, in its traceback
+
+
+class _InstanceRace(Exception):
+    """A model instance failed to fetch its configuration at start-up: worth starting again."""
 
 
 def _check_port(host: str, port: int, what: str) -> None:
@@ -132,11 +247,13 @@ class CodecServer:
         self.codec = codec
         self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
         self.max_batch = max_batch
+        self.instances = min(max_batch, MAX_INSTANCES)  # requests a model takes in at once
         self.max_queue_delay_ms = max_queue_delay_ms
         self.triton_log = triton_log
         self._triton: Any = None
         self._dir: Path | None = None
         self._lock = threading.Lock()
+        self._batchers: list[RequestBatcher] = []
 
     @property
     def http_url(self) -> str:
@@ -156,12 +273,26 @@ class CodecServer:
         _check_port(self.host, self.http_port, "http")
         _check_port(self.host, self.grpc_port, "grpc")
         try:
-            from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+            from pytriton.model_config import ModelConfig, Tensor
             from pytriton.triton import Triton, TritonConfig
         except ImportError as exc:
             raise BackendError(f"PyTriton is not installed ({exc}); install it with: pip install "
                                "'hpcm-deploy[triton]'") from None
         prefer_own_libpython()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_once(Triton, TritonConfig, ModelConfig, Tensor)
+                break
+            except _InstanceRace as exc:
+                if attempt == START_ATTEMPTS:
+                    raise BackendError(f"Triton did not start after {attempt} attempts ({exc})") from None
+                log.warning("a Triton model instance did not start (PyTriton's instances race to fetch their "
+                            "configuration, more so on a busy machine); starting again (%d of %d)", attempt + 1,
+                            START_ATTEMPTS)
+        log.info("serving %s and %s on %s and %s", COMPRESS, DECOMPRESS, self.http_url, self.grpc_url)
+        return self
+
+    def _start_once(self, Triton, TritonConfig, ModelConfig, Tensor) -> None:  # noqa: N803 - PyTriton's classes
         self._dir = Path(tempfile.mkdtemp(prefix="hpcm-triton-"))
         # The workspace must not exist yet (PyTriton creates it, and removes it on stop).
         config = TritonConfig(http_address=self.host, http_port=self.http_port, grpc_address=self.host,
@@ -170,25 +301,29 @@ class CodecServer:
                               log_file=None if self.triton_log else self._dir / "tritonserver.log")
         try:
             self._triton = Triton(config=config, workspace=self._dir / "workspace")
-            delay_us = int(self.max_queue_delay_ms * 1000)
-            work = {COMPRESS: lambda items: compress_files(self.codec, items),
-                    DECOMPRESS: lambda items: decompress_files(self.codec, items)}
+            # catch_all: an unexpected error of one image is that image's error, not its batch's
+            work = {COMPRESS: lambda items: compress_files(self.codec, items, catch_all=True),
+                    DECOMPRESS: lambda items: decompress_files(self.codec, items, catch_all=True)}
             for name, (inp, out) in TENSORS.items():
+                batcher = RequestBatcher(name, work[name], self._lock, self.max_batch, self.max_queue_delay_ms / 1000)
+                self._batchers.append(batcher)
+                # No dynamic batcher (PyTriton would fail a whole batch for one bad request): the instances hand
+                # their requests to the batcher, which batches them itself.
                 self._triton.bind(
-                    model_name=name, infer_func=CodecModel(name, work[name], self._lock),
+                    model_name=name, infer_func=[CodecModel(name, batcher) for _ in range(self.instances)],
                     inputs=[Tensor(name=inp, dtype=bytes, shape=(1,))],
                     outputs=[Tensor(name=out, dtype=bytes, shape=(1,))],
-                    config=ModelConfig(max_batch_size=self.max_batch,
-                                       batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us)),
+                    config=ModelConfig(max_batch_size=self.max_batch, batcher=None),
                     strict=True)
             self._triton.run()
         except Exception as exc:
             tail = self._log_tail()
             self.stop()
-            raise BackendError(f"Triton did not start ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                               + (f"; its log ends with: {tail}" if tail else "")) from None
-        log.info("serving %s and %s on %s and %s", COMPRESS, DECOMPRESS, self.http_url, self.grpc_url)
-        return self
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if _HANDSHAKE in str(exc) or _HANDSHAKE in tail:
+                raise _InstanceRace(first) from None
+            raise BackendError(f"Triton did not start ({first})" + (f"; its log ends with: {tail}" if tail else "")) \
+                from None
 
     def is_alive(self) -> bool:
         return self._triton is not None and self._triton.is_alive()
@@ -213,6 +348,9 @@ class CodecServer:
                 while server is not None and server.is_alive() and time.monotonic() < deadline:
                     time.sleep(0.1)
         finally:
+            batchers, self._batchers = self._batchers, []
+            for batcher in batchers:
+                batcher.close()
             if self._dir is not None:
                 shutil.rmtree(self._dir, ignore_errors=True)
                 self._dir = None
@@ -237,10 +375,5 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def serve(codec, stop: threading.Event, **options: Any) -> None:
-    """Serve ``codec`` until ``stop`` is set (or the server dies), then stop cleanly."""
-    with CodecServer(codec, **options) as server:
-        server.wait(stop)
-
-
-__all__ = ["COMPRESS", "DECOMPRESS", "TENSORS", "CodecModel", "CodecServer", "prefer_own_libpython", "serve"]
+__all__ = ["COMPRESS", "DECOMPRESS", "TENSORS", "CodecModel", "CodecServer", "RequestBatcher",
+           "prefer_own_libpython"]
