@@ -1,15 +1,50 @@
-"""hpcm-deploy: deployment toolkit for the HPCM learned image codec and its Phase 2 multi-reference extension."""
+"""hpcm-deploy: deployment toolkit for the HPCM learned image codec and its Phase 2 multi-reference extension.
 
-from .codec import Codec
-from .config import PRESETS, HPCMConfig, get_config
-from .errors import BackendError, BitstreamError, CheckpointError, ConfigError, ExportError, HPCMError, InputError
-from .image import crop_image, pad_image, padded_size
-from .models import HPCM, build_model, load_model
+The public names are imported on first use, so that ``import hpcm_deploy`` (and the command line's ``--help``)
+stays fast and loads neither torch nor ONNX Runtime until something needs them.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+_NAMES = {
+    "Codec": "codec", "CompressResult": "codec", "DecompressResult": "codec",
+    "PRESETS": "config", "HPCMConfig": "config", "get_config": "config",
+    "BackendError": "errors", "BitstreamError": "errors", "CheckpointError": "errors", "ConfigError": "errors",
+    "ExportError": "errors", "HPCMError": "errors", "InputError": "errors",
+    "crop_image": "image", "pad_image": "image", "padded_size": "image",
+    "HPCM": "models", "build_model": "models", "load_model": "models", "parameter_counts": "models",
+    "default_export": "bundled",
+}
 
 __all__ = [
-    "HPCM", "PRESETS", "Codec", "BackendError", "BitstreamError", "CheckpointError", "ConfigError", "ExportError",
-    "HPCMConfig", "HPCMError", "InputError", "build_model", "crop_image", "get_config", "load_model",
-    "pad_image", "padded_size", "__version__",
+    "HPCM", "PRESETS", "BackendError", "BitstreamError", "CheckpointError", "Codec", "CompressResult", "ConfigError",
+    "DecompressResult", "ExportError", "HPCMConfig", "HPCMError", "InputError", "__version__", "build_model",
+    "crop_image", "default_export", "get_config", "load_model", "pad_image", "padded_size", "parameter_counts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpcm_deploy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .bundled import default_export
+    from .codec import Codec, CompressResult, DecompressResult
+    from .config import PRESETS, HPCMConfig, get_config
+    from .errors import BackendError, BitstreamError, CheckpointError, ConfigError, ExportError, HPCMError, InputError
+    from .image import crop_image, pad_image, padded_size
+    from .models import HPCM, build_model, load_model, parameter_counts

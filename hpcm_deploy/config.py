@@ -13,6 +13,13 @@ from typing import Any
 from .errors import ConfigError
 
 SCHEDULES = ("seed", "reference")
+#: Padded image sides are multiples of this (window attention and the mask tilings need whole 256 tiles).
+SIZE_MULTIPLE = 256
+#: The largest image side an export covers (its dynamic height and width range: 64 tiles of 256).
+MAX_SIDE = 64 * SIZE_MULTIPLE
+#: The most pixels a codec takes on by default (an 8K frame is 33 MP, a phone photo 12-50 MP; a 16384 x 16384
+#: "decompression bomb" is 268 MP): larger images and streams are refused before anything is allocated.
+DEFAULT_MAX_PIXELS = 64_000_000
 
 
 @dataclass(frozen=True)

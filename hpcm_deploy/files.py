@@ -1,13 +1,21 @@
-"""Files and folders that appear whole or not at all."""
+"""Files and folders that appear whole or not at all, and the digests that say they are unchanged."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+# the process's umask, read once: temporary files are created private (0600, 0700) and given the permissions an
+# ordinary file or folder would have had before they are put in place
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | Callable[[Path], None]) -> None:
@@ -22,10 +30,23 @@ def write_atomic(path: str | os.PathLike, data: bytes | Callable[[Path], None]) 
             Path(tmp).write_bytes(data)
         else:
             data(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextmanager
@@ -36,6 +57,7 @@ def staged_directory(out: Path) -> Iterator[Path]:
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield work
+        os.chmod(work, 0o777 & ~_UMASK)
         if out.exists():
             shutil.rmtree(out)
         os.replace(work, out)

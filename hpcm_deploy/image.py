@@ -1,11 +1,13 @@
-"""Padding to the model's size multiple and cropping back (centred zero padding, as the official test)."""
+"""Padding to the model's size multiple and cropping back (centred zero padding, as the official test), and
+the smooth random images that exports, checks and benchmarks are traced and measured on."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .models.hpcm import SIZE_MULTIPLE
+from .config import SIZE_MULTIPLE
 
 
 def padded_size(height: int, width: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
@@ -31,3 +33,14 @@ def crop_image(x: Tensor, size: tuple[int, int]) -> Tensor:
     h, w = size
     left, _, top, _ = _margins(h, w, (x.shape[-2], x.shape[-1]))
     return x[..., top:top + h, left:left + w]
+
+
+def random_image(batch: int, size: tuple[int, int], seed: int, noise: float = 0.03, cell: int = 32) -> Tensor:
+    """``[batch, 3, H, W]`` in [0, 1]: smooth low-frequency noise (one random value per ``cell`` pixels,
+    interpolated) plus a little white noise; more image-like than white noise, and the same for a seed."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(batch, 3, max(1, size[0] // cell), max(1, size[1] // cell), generator=g)
+    x = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    if noise:
+        x = x + noise * torch.rand(batch, 3, *size, generator=g)
+    return x.clamp(0, 1)

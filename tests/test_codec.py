@@ -59,11 +59,12 @@ def test_api_round_trip_every_size_and_a_mixed_batch(codecs, backend):
 
 
 def test_onnxruntime_decoder_reads_back_exactly_what_its_encoder_wrote(codecs):
-    runner = codecs["onnxruntime"].runner
-    x, _ = hd.pad_image(torch.from_numpy(_photo(300, 500, seed=5)).permute(2, 0, 1)[None].float() / 255)
-    enc = runner.encode(x.numpy())
-    dec = runner.decode(enc.y_strings, enc.z_strings, enc.z_shape)
-    assert all((a == b).all() for a, b in zip(enc.symbols, dec.symbols))
+    codec = codecs["onnxruntime"]
+    enc = codec.compress_detailed([_photo(300, 500, seed=5)], symbols=True)[0]
+    dec = codec.decompress_detailed([enc.stream], symbols=True)[0]
+    assert len(enc.symbols) == len(dec.symbols) == 11
+    assert all(np.array_equal(a, b) for a, b in zip(enc.symbols, dec.symbols))
+    assert all(np.array_equal(a, b) for a, b in zip(enc.indexes, dec.indexes))
     assert sum(int((s != 0).sum()) for s in enc.symbols) > 1000
 
 
@@ -181,17 +182,31 @@ def test_fuzzed_streams_always_fail_cleanly(codecs):
 
 def test_container_layout_is_as_documented(codecs, tiny_phase2_export):
     plain = hd.Codec(tiny_phase2_export, backend="torch", margins=None)
-    for codec in (plain, codecs["torch"]):
-        stream = codec.compress(_photo(17, 333, seed=8))
+    legacy = hd.Codec(tiny_phase2_export, backend="torch", legacy_streams=True)
+    legacy_plain = hd.Codec(tiny_phase2_export, backend="torch", margins=None, legacy_streams=True)
+    pic = _photo(17, 333, seed=8)
+    for codec in (plain, codecs["torch"], legacy, legacy_plain):
+        stream = codec.compress(pic)
         box = container.parse(stream)
         lz, ly, ls = (int.from_bytes(stream[o:o + 4], "big") for o in (24, 28, 32))
-        assert stream[:4] == b"HPCM" and stream[4] == (2 if ls else 1) and stream[5] == (1 if ls else 0)
-        assert int.from_bytes(stream[14:18], "big") == 17 and int.from_bytes(stream[18:22], "big") == 333
-        assert stream[22] == 3 and stream[23] == 8
+        assert stream[:4] == b"HPCM" and int.from_bytes(stream[14:18], "big") == 17
+        assert int.from_bytes(stream[18:22], "big") == 333 and stream[22] == 3 and stream[23] == 8
         assert len(stream) == 36 + lz + ly + ls + 4 and box.z == stream[36:36 + lz]
-        assert box.y == stream[36 + lz:36 + lz + ly] and box.side == stream[36 + lz + ly:36 + lz + ly + ls]
+        if codec.legacy_streams:  # versions 1/2: z, y, side information
+            assert stream[4] == (2 if ls else 1) and stream[5] == (1 if ls else 0)
+            assert box.y == stream[36 + lz:36 + lz + ly] and box.side == stream[36 + lz + ly:36 + lz + ly + ls]
+        else:  # version 3: z, side information, y (a prefix holds everything but the end of y)
+            assert stream[4] == 3 and stream[5] == (3 if ls else 2)
+            assert box.side == stream[36 + lz:36 + lz + ls] and box.y == stream[36 + lz + ls:36 + lz + ls + ly]
         assert box.fingerprint == bytes.fromhex(codec.fingerprint)[:8]
-    assert container.parse(plain.compress(_photo(17, 333, seed=8))).side == b""
+        assert np.array_equal(codecs["onnxruntime"].decompress(stream, kind="numpy"),
+                              codec.decompress(stream, kind="numpy"))  # every version is read
+    assert container.parse(plain.compress(pic)).side == b""
+    # the same symbols in both payload formats
+    assert container.parse(legacy_plain.compress(pic)).y != container.parse(plain.compress(pic)).y
+    a = plain.compress_detailed([pic], symbols=True)[0].symbols
+    b = legacy_plain.compress_detailed([pic], symbols=True)[0].symbols
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def _write_pngs(folder, sizes):
@@ -256,4 +271,214 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, tiny_phase2_export)
     assert result.exit_code == 1 and result.output.count("\n") == 1 and not png.exists()
     result = runner.invoke(main, ["compress", str(bad), "-o", str(out), "--export", str(tmp_path)])
     assert result.exit_code == 1 and "not an export" in result.output
+    assert not list(tmp_path.rglob("*.part"))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_tiled_transforms_decode_within_one_level_of_untiled(tiny_phase2_export, backend):
+    """A memory budget small enough to tile g_a and g_s: the same streams decode within 1 LSB of an untiled
+    decode, and the tiled encoder's streams decode exactly (odd sizes, a batch)."""
+    whole = hd.Codec(tiny_phase2_export, backend=backend, memory=None)
+    tiled = hd.Codec(tiny_phase2_export, backend=backend, memory=48 * 2**20)
+    pics = [_photo(500, 700, seed=50), _photo(500, 700, seed=51), _photo(300, 260, seed=52)]
+    streams = whole.compress(pics)
+    for stream in streams:
+        a, b = whole.decompress(stream, kind="numpy"), tiled.decompress(stream, kind="numpy")
+        assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    plans = [p for p in tiled._runner._tiles.values() if p is not None]
+    assert plans and all(len(p.tiles) > 1 for p in plans)  # g_a and g_s really ran in several tiles
+    for result in tiled.compress_detailed(pics, symbols=True):
+        decoded = whole.decompress_detailed([result.stream], symbols=True)[0]
+        assert all(np.array_equal(x, y) for x, y in zip(result.symbols, decoded.symbols))
+
+
+def test_sizes_beyond_the_limits_are_refused_before_anything_is_allocated(codecs, tiny_phase2_export):
+    import struct
+    import time
+    import zlib
+
+    import psutil
+
+    from hpcm_deploy.runtime.limits import memory_problem
+
+    codec = codecs["onnxruntime"]
+    stream = bytearray(codec.compress(_photo(40, 40, seed=60)))
+    stream[14:22] = struct.pack(">II", 16384, 16384)  # a few hundred bytes announcing 268 MP
+    stream[-4:] = struct.pack(">I", zlib.crc32(bytes(stream[:-4])))
+    rss = psutil.Process().memory_info().rss
+    start = time.perf_counter()
+    with pytest.raises(hd.BitstreamError, match=r"announces a 16384x16384 image \(268 MP\).*--max-pixels"):
+        codec.decompress(bytes(stream))
+    assert time.perf_counter() - start < 5 and psutil.Process().memory_info().rss - rss < 50 * 2**20
+    small = hd.Codec(tiny_phase2_export, max_pixels=1000)
+    with pytest.raises(hd.InputError, match="is a 40x30 image.*--max-pixels"):
+        small.compress(np.zeros((30, 40, 3), np.uint8))
+    assert len(small.compress(np.zeros((20, 40, 3), np.uint8))) > 40
+    problem = memory_problem(hd.get_config("phase2"), 16384, 16384, 1, 2**30, "stream", available=24 * 2**30)
+    assert problem and "GiB" in problem and "more than the 24.0 GiB available" in problem
+    assert memory_problem(hd.get_config("tiny-phase2"), 768, 512, 1, 2**30, "image", available=24 * 2**30) is None
+
+
+def test_backend_options_and_devices_are_checked(tiny_phase2_export):
+    with pytest.raises(hd.BackendError, match="backend onnxruntime has no option precision .its options: threads"):
+        hd.Codec(tiny_phase2_export, precision="fp16")
+    with pytest.raises(hd.BackendError, match="threads must be a whole number"):
+        hd.Codec(tiny_phase2_export, threads=-1)
+    with pytest.raises(hd.BackendError, match="backend torch has no option threads .it takes none"):
+        hd.Codec(tiny_phase2_export, backend="torch", threads=2)
+    with pytest.raises(hd.BackendError, match="cannot run on device 'tpu'"):
+        hd.Codec(tiny_phase2_export, device="tpu")
+    with pytest.raises(hd.BackendError, match="unknown backend 'onnx'"):
+        hd.Codec(tiny_phase2_export, backend="onnx")
+    codec = hd.Codec(tiny_phase2_export, threads=1)
+    assert codec.backend.device == "cpu" and codec.max_batch == 8
+
+
+# ---------------------------------------------------------------------------------------------------- alpha
+def _rgba() -> np.ndarray:
+    """A 2x3 RGBA image: alpha 0, 255 and 128 in the first row, 64 in the second."""
+    a = np.zeros((2, 3, 4), np.uint8)
+    a[..., :3] = [[[10, 20, 30], [40, 50, 60], [200, 100, 0]], [[0, 0, 0], [255, 255, 255], [90, 90, 90]]]
+    a[..., 3] = [[0, 255, 128], [64, 64, 64]]
+    return a
+
+
+def _composited(a: np.ndarray, background, top: float = 255.0) -> np.ndarray:
+    weight = a[..., -1:].astype(np.float64) / top
+    return np.round(a[..., :-1] * weight + np.asarray(background, np.float64) * (1 - weight))
+
+
+def _samples(t: torch.Tensor, top: float = 255.0) -> np.ndarray:
+    return np.round(t.permute(1, 2, 0).numpy().astype(np.float64) * top)
+
+
+def test_alpha_is_refused_by_default_with_the_choices_named():
+    rgba = _rgba()
+    palette = Image.fromarray(rgba[..., :3]).convert("P")
+    palette.info["transparency"] = 0
+    refused = {"RGBA": Image.fromarray(rgba, "RGBA"), "LA": Image.fromarray(rgba, "RGBA").convert("LA"),
+               "PA": Image.fromarray(rgba, "RGBA").convert("PA"), "P with transparency": palette,
+               "[H, W, 4]": rgba}
+    for name, img in refused.items():
+        with pytest.raises(hd.InputError, match="alpha='drop'") as info:
+            to_tensor(img)
+        assert "\n" not in str(info.value), name
+    for bad in ("transparent", "#12345", "#ff000080", (1, 2), (0, 0, 256), 7):
+        with pytest.raises(hd.InputError, match="alpha must be|not opaque"):
+            to_tensor(rgba, alpha=bad)
+    with pytest.raises(hd.InputError, match="alpha must be"):  # before the export is even read
+        hd.Codec("/nonexistent/export", alpha="sideways")
+
+
+def test_alpha_drop_and_composite_give_the_expected_samples():
+    rgba = _rgba()
+    for background, colour in (("white", (255, 255, 255)), ("black", (0, 0, 0)), ("#3366cc", (51, 102, 204)),
+                               ("#fff", (255, 255, 255)), ((1, 2, 3), (1, 2, 3))):
+        t, info = to_tensor(Image.fromarray(rgba, "RGBA"), alpha=background)
+        assert info == ImageInfo("pil", 3, 8)
+        assert np.array_equal(_samples(t), _composited(rgba, colour)), background
+        t, info = to_tensor(rgba, alpha=background)  # the same for an [H, W, 4] array
+        assert info == ImageInfo("numpy", 3, 8) and np.array_equal(_samples(t), _composited(rgba, colour))
+    t, _ = to_tensor(rgba, alpha="white")
+    assert _samples(t)[0, 0].tolist() == [255, 255, 255]  # alpha 0: the background exactly
+    assert _samples(t)[0, 1].tolist() == [40, 50, 60]  # alpha 255: the colour exactly
+    assert _samples(t)[0, 2].tolist() == [227, 177, 127]  # alpha 128: 200 * 128/255 + 255 * 127/255 = 227.4
+    t, _ = to_tensor(rgba, alpha="black")
+    assert _samples(t)[0, 0].tolist() == [0, 0, 0] and _samples(t)[0, 2].tolist() == [100, 50, 0]
+    t, info = to_tensor(Image.fromarray(rgba, "RGBA"), alpha="drop")
+    assert info == ImageInfo("pil", 3, 8) and np.array_equal(_samples(t), rgba[..., :3])
+
+    # greyscale with alpha stays greyscale on a grey background and when dropped, and turns RGB on a colour
+    la = Image.fromarray(rgba, "RGBA").convert("LA")
+    grey = np.asarray(la)
+    t, info = to_tensor(la, alpha="white")
+    assert info == ImageInfo("pil", 1, 8) and np.array_equal(_samples(t)[..., 0], _composited(grey, [255])[..., 0])
+    assert _samples(t)[0, 0, 0] == 255
+    t, info = to_tensor(la, alpha="drop")
+    assert info == ImageInfo("pil", 1, 8) and np.array_equal(_samples(t)[..., 0], grey[..., 0])
+    t, info = to_tensor(la, alpha="#ff0000")
+    assert info == ImageInfo("pil", 3, 8) and _samples(t)[0, 0].tolist() == [255, 0, 0]
+
+    # a palette image whose index 0 is transparent: those pixels take the background, the others their colour
+    indexes = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    palette = Image.fromarray(indexes, "P")
+    palette.putpalette([9, 9, 9, 200, 10, 10, 10, 200, 10] + [0] * 759)
+    palette.info["transparency"] = 0
+    t, info = to_tensor(palette, alpha="white")
+    assert info == ImageInfo("pil", 3, 8)
+    white = [255, 255, 255]
+    assert _samples(t).tolist() == [[white, [200, 10, 10], [10, 200, 10]], [[10, 200, 10], [200, 10, 10], white]]
+    t, _ = to_tensor(palette, alpha="drop")
+    assert _samples(t)[0, 0].tolist() == [9, 9, 9]
+
+    # 16-bit and float arrays keep their sample format
+    wide = rgba.astype(np.uint16) * 257
+    t, info = to_tensor(wide, alpha="white")
+    assert info == ImageInfo("numpy", 3, 16)
+    assert np.array_equal(_samples(t, 65535.0), _composited(wide, [65535] * 3, 65535.0))
+    t, info = to_tensor(rgba / 255.0, alpha="black")
+    assert info == ImageInfo("numpy", 3, 32)
+    assert np.allclose(t.permute(1, 2, 0).numpy(), rgba[..., :3] / 255.0 * rgba[..., 3:] / 255.0, atol=1e-6)
+    with pytest.raises(hd.InputError, match=r"\[0, 1\]"):
+        to_tensor(np.full((2, 2, 4), 2.0), alpha="white")
+
+
+def test_codec_and_cli_alpha_code_what_compositing_beforehand_codes(tmp_path, tiny_phase2_export):
+    rgba = np.concatenate([_photo(40, 56, seed=21), np.zeros((40, 56, 1), np.uint8)], axis=2)
+    rgba[..., 3] = np.linspace(0, 255, 56).round().astype(np.uint8)[None, :]  # a horizontal fade
+    flat = _composited(rgba, (255, 255, 255)).astype(np.uint8)
+    with hd.Codec(tiny_phase2_export, alpha="white") as codec:
+        assert codec.alpha == "white"
+        stream = codec.compress(Image.fromarray(rgba, "RGBA"))
+        assert stream == codec.compress(flat)
+        assert codec.decompress(stream).mode == "RGB"
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
+    ex = ["--export", str(tiny_phase2_export)]
+    runner = CliRunner()
+    refused = runner.invoke(main, ["compress", str(tmp_path / "logo.png"), "-o", str(tmp_path / "a.hpcm"), *ex])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1 and "--alpha" in refused.output
+    assert not (tmp_path / "a.hpcm").exists()
+    done = runner.invoke(main, ["compress", str(tmp_path / "logo.png"), "-o", str(tmp_path / "a.hpcm"), "--alpha",
+                                "white", *ex])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "a.hpcm").read_bytes() == stream
+    bad = runner.invoke(main, ["compress", str(tmp_path / "logo.png"), "-o", str(tmp_path / "b.hpcm"), "--alpha",
+                               "sideways", *ex])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "alpha must be" in bad.output
+
+
+def test_cli_failed_writes_leave_nothing_and_are_one_line(tmp_path, tiny_phase2_export, monkeypatch):
+    import errno
+    import os
+    from pathlib import Path
+
+    Image.fromarray(_photo(32, 48, seed=5)).save(tmp_path / "a.png")
+    ex = ["--export", str(tiny_phase2_export)]
+    runner = CliRunner()
+    assert runner.invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "ok.hpcm"), *ex]
+                         ).exit_code == 0
+    real_write = Path.write_bytes
+
+    def disk_full(self, data):  # half of it lands, then the disk is full
+        if self.name.endswith(".part"):
+            real_write(self, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "write_bytes", disk_full)
+        result = runner.invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.hpcm"), *ex])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "cannot write" in result.output and "No space left on device" in result.output
+    assert not (tmp_path / "a.hpcm").exists()
+
+    def no_permission(src, dst):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    with monkeypatch.context() as m:
+        m.setattr("hpcm_deploy.files.os.replace", no_permission)
+        result = runner.invoke(main, ["decompress", str(tmp_path / "ok.hpcm"), "-o", str(tmp_path / "a.png.out.png"),
+                                      *ex])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Permission denied" in result.output
+    assert not (tmp_path / "a.png.out.png").exists()
     assert not list(tmp_path.rglob("*.part"))

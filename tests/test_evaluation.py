@@ -13,7 +13,18 @@ from hpcm_deploy.cli import main
 from hpcm_deploy.codec.container import parse
 from hpcm_deploy.evaluation.bench import bench
 from hpcm_deploy.evaluation.evaluate import evaluate
-from hpcm_deploy.evaluation.metrics import bd_psnr, bd_rate, jpeg_curve, jpeg_psnr_at, psnr
+from hpcm_deploy.evaluation.metrics import (
+    ANCHORS,
+    anchor_curve,
+    anchor_psnr_at,
+    available_anchors,
+    bd_psnr,
+    bd_rate,
+    jpeg_curve,
+    jpeg_psnr_at,
+    psnr,
+    psnr_overlap,
+)
 
 from .helpers import images
 
@@ -28,7 +39,7 @@ def pictures() -> dict[str, np.ndarray]:
 
 
 def test_eval_rates_come_from_the_streams(tiny_phase2_export, pictures):
-    (result,) = evaluate([(str(tiny_phase2_export), "p2")], pictures, jpeg=True)
+    (result,) = evaluate([(str(tiny_phase2_export), "p2")], pictures, anchors=("jpeg", "webp"))
     codec = Codec(tiny_phase2_export)
     for row in result.images:
         img = pictures[row.image]
@@ -37,8 +48,12 @@ def test_eval_rates_come_from_the_streams(tiny_phase2_export, pictures):
         box = parse(stream)
         assert row.bpp == pytest.approx(8 * len(stream) / px)
         assert row.bpp_y == pytest.approx(8 * len(box.y) / px)
-        # per-step bytes are differences of prefix streams: they add up to the whole y payload
+        # per-step bytes are where the decoder's reads end: they add up to the whole y payload
         assert sum(row.bpp_per_step) == pytest.approx(row.bpp_y)
+        assert all(b > 0 for b in row.bpp_per_step)
+        for name in ("jpeg", "webp"):
+            value = row.anchors[name]
+            assert value is None or value == pytest.approx(anchor_psnr_at(img, row.bpp, name))
         assert len(row.bpp_per_step) == 11
         assert sum(row.bpp_per_scale[s] for s in ("s1", "s2", "s3")) == pytest.approx(row.bpp_y)
         assert row.bpp_per_scale["z"] == pytest.approx(row.bpp_z)
@@ -47,6 +62,20 @@ def test_eval_rates_come_from_the_streams(tiny_phase2_export, pictures):
     means = result.as_dict()["mean"]
     assert means["bpp"] == pytest.approx(np.mean([r.bpp for r in result.images]))
     codec.close()
+
+
+def test_anchor_bracket_search_matches_a_sweep():
+    img = _uint8(96, 128, 5)
+    for codec in ("jpeg", "webp"):
+        sweep = sorted(anchor_curve(img, codec, range(ANCHORS[codec][2][0], ANCHORS[codec][2][-1] + 1)),
+                       key=lambda p: (p.bpp, p.quality))
+        for target in (sweep[3].bpp * 1.01, (sweep[10].bpp + sweep[11].bpp) / 2, sweep[-5].bpp):
+            below = max((p for p in sweep if p.bpp <= target), key=lambda p: p.quality)
+            above = min((p for p in sweep if p.bpp > target and p.quality > below.quality),
+                        key=lambda p: p.quality)
+            t = (target - below.bpp) / (above.bpp - below.bpp)
+            assert anchor_psnr_at(img, target, codec) == pytest.approx(below.psnr + t * (above.psnr - below.psnr))
+    assert "jpeg" in available_anchors()
 
 
 def test_jpeg_reference_points():
@@ -65,6 +94,7 @@ def test_bd_rate_of_a_curve_that_needs_a_fifth_fewer_bits():
     assert bd_rate(anchor, better) == pytest.approx(-20.0, abs=0.05)
     assert bd_rate(anchor, anchor) == pytest.approx(0.0, abs=1e-9)
     assert bd_psnr(anchor, better) > 0
+    assert bd_rate(anchor, [(0.05, 20.0), (0.1, 22.0)]) is None  # no common PSNR: nothing to compare
 
 
 def test_bench_reports_every_backend_against_the_reference(tiny_phase2_export):
@@ -87,11 +117,18 @@ def test_eval_command_json_and_plot(tiny_phase2_export, tiny_base_export, tmp_pa
     Image.fromarray(pictures["wide"]).save(folder / "wide.png")
     plot = tmp_path / "rd.png"
     result = CliRunner().invoke(main, ["eval", str(folder), "--export", str(tiny_phase2_export), "--label", "p2",
-                                       "--export", str(tiny_base_export), "--label", "base", "--json",
-                                       "--plot", str(plot)])
+                                       "--export", str(tiny_base_export), "--label", "p2",
+                                       "--anchor", "jpeg", "--anchor", "webp", "--json", "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [e["label"] for e in data["exports"]] == ["p2", "base"]
+    assert [e["label"] for e in data["exports"]] == ["p2", "p2"]
+    # two exports under one label make a curve: BD-rates against each anchor's mean curve
+    assert set(data["bd_rate_percent"]) == {"p2 vs jpeg", "p2 vs webp"}
+    p2 = [(e["mean"]["bpp"], e["mean"]["psnr"]) for e in data["exports"]]
+    for name in ("jpeg", "webp"):  # a number where the PSNR ranges overlap, null where they do not
+        value, anchor = data["bd_rate_percent"][f"p2 vs {name}"], data["anchor_curves"][name]
+        assert (value is not None and np.isfinite(value)) == psnr_overlap(anchor, p2)
+    assert {"jpeg_psnr", "webp_psnr"} <= set(data["exports"][0]["mean"])
     assert all(e["images"][0]["image"] == "wide.png" for e in data["exports"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(main, ["eval", str(folder), "--export", str(tiny_phase2_export), "--label", "a",

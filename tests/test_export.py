@@ -6,17 +6,19 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+import torch
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 import hpcm_deploy as hd
+from hpcm_deploy.artifacts.export import FORMAT_VERSION, Manifest
 from hpcm_deploy.backends.onnxrt import OnnxRuntimeBackend
+from hpcm_deploy.checks.lint import polygraphy_lint
+from hpcm_deploy.checks.trt_compat import check_file, check_model
+from hpcm_deploy.checks.verify import check_stages, check_streams
 from hpcm_deploy.cli import main
 from hpcm_deploy.entropy.tables import EntropyTables
-from hpcm_deploy.exporting.manifest import FORMAT_VERSION, Manifest
 from hpcm_deploy.exporting.onnx_export import EXPORT_SIZE
-from hpcm_deploy.exporting.trt_compat import check_file, check_model
-from hpcm_deploy.exporting.verify import check_stages, check_streams, polygraphy_lint
 
 OTHER_SIZES = [(256, 256), (256, 512), (768, 256)]
 assert all(s != EXPORT_SIZE for s in OTHER_SIZES)
@@ -48,7 +50,7 @@ def test_manifest_describes_every_stage(request, fixture):
 def test_every_graph_matches_pytorch_at_three_other_sizes(request, fixture):
     root = request.getfixturevalue(fixture)
     manifest = Manifest.load(root)
-    model = hd.load_model(checkpoint=manifest.path("weights"), seed=None)
+    model = manifest.load_model()
     results = check_stages(model, manifest.program(), OnnxRuntimeBackend(manifest), OTHER_SIZES, batch=2)
     assert {r.size for r in results} == set(OTHER_SIZES)
     assert {r.stage for r in results} == set(manifest.data["stages"])
@@ -60,7 +62,7 @@ def test_every_graph_matches_pytorch_at_three_other_sizes(request, fixture):
 def test_onnxruntime_writes_the_pytorch_streams(request, fixture):
     root = request.getfixturevalue(fixture)
     manifest = Manifest.load(root)
-    model = hd.load_model(checkpoint=manifest.path("weights"), seed=None)
+    model = manifest.load_model()
     tables = EntropyTables.load(manifest.path("tables"))
     results = check_streams(model, manifest.program(), OnnxRuntimeBackend(manifest), tables,
                             [(256, 256), (512, 256)], batch=2)
@@ -146,3 +148,79 @@ def test_fingerprint_follows_weights(tiny_phase2_export, tiny_base_export):
     a, b = Manifest.load(tiny_phase2_export), Manifest.load(tiny_base_export)
     assert a.fingerprint != b.fingerprint
     assert np.array_equal(EntropyTables.load(a.path("tables")).y.cdf, EntropyTables.load(b.path("tables")).y.cdf)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_phase2_export", "tiny_base_export"])
+def test_graphs_share_one_weight_file_read_by_every_backend(request, fixture):
+    from hpcm_deploy.artifacts.weights import external_refs
+
+    root = request.getfixturevalue(fixture)
+    manifest = Manifest.load(root)
+    params = sum(v.numel() * v.element_size() for v in manifest.state_dict().values())
+    embedded = [i for s in manifest.data["stages"] for i in onnx.load(str(manifest.stage_path(s)),
+                load_external_data=False).graph.initializer if i.data_location != onnx.TensorProto.EXTERNAL]
+    assert all(len(i.raw_data) < 1024 for i in embedded)  # the graphs keep only shapes, axes and scalars
+    weights = (root / manifest.data["weights"]["file"]).stat().st_size + sum(len(i.raw_data) for i in embedded)
+    assert weights <= 1.15 * params  # one copy of each weight (plus small derived constants)
+    referenced = {(r.offset, r.length) for s in manifest.data["stages"] for r in external_refs(manifest.stage_path(s))}
+    uses = sum(len(external_refs(manifest.stage_path(s))) for s in manifest.data["stages"])
+    assert len(referenced) < uses  # some tensors are shared by several graphs
+    # the PyTorch backend reads the same file: exactly the model that was exported
+    model = manifest.load_model()
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in manifest.state_dict().items())
+    from hpcm_deploy.artifacts.export import model_fingerprint
+    from hpcm_deploy.entropy.tables import EntropyTables as Tables
+
+    assert model_fingerprint(model.config, state, Tables.load(manifest.path("tables")).digest()) == manifest.fingerprint
+
+
+def test_onnxruntime_sessions_share_the_weight_tensors(tiny_phase2_export):
+    from hpcm_deploy.artifacts.weights import external_refs
+
+    manifest = Manifest.load(tiny_phase2_export)
+    backend = OnnxRuntimeBackend(manifest)
+    refs = [r for s in manifest.data["stages"] for r in external_refs(manifest.stage_path(s))]
+    assert 0 < len(backend._values) < len(refs)  # one OrtValue per distinct tensor, handed to every session
+    backend.close()
+
+
+def test_tampered_weight_file_and_old_exports_are_refused(tmp_path, tiny_base_export):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_base_export, copy)
+    weights = copy / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(hd.ExportError, match="weights.bin does not match"):
+        Manifest.load(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 2
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.hpcm"),
+                                       "--export", str(copy)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "format version 2" in result.output and "re-export" in result.output
+    assert not (tmp_path / "a.hpcm").exists()
+
+
+def test_export_check_counts_rounding_and_choice_decisions_instead_of_failing():
+    from hpcm_deploy.checks.verify import choice_flips, rounding_flips
+
+    before = np.array([0.2, 1.49999, 2.50003, -0.7, 3.0], dtype=np.float32)
+    ref = np.round(before)
+    got = ref.copy()
+    got[1], got[2] = 2.0, 2.0  # both within float error of .5: legitimate rounding decisions
+    assert rounding_flips(ref, got, before) == (True, 2)
+    got[4] = 4.0  # 3.0 is far from a rounding boundary: a wrong graph
+    assert rounding_flips(ref, got, before)[0] is False
+    got = ref.copy()
+    got[0] = 2.0  # off by two: never a rounding flip
+    assert rounding_flips(ref, got, before)[0] is False
+    slots = np.array([[0, 1], [2, 3]])
+    other = np.array([[1, 0], [2, 1]])  # same set in image 0; a different choice in image 1
+    assert choice_flips(slots, other, np.array([0.5, 1e-6])) == (True, 1)
+    assert choice_flips(slots, other, np.array([0.5, 0.3])) == (False, 1)

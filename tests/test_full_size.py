@@ -3,12 +3,12 @@
 import pytest
 
 import hpcm_deploy as hd
+from hpcm_deploy.artifacts.export import Manifest
 from hpcm_deploy.backends.onnxrt import OnnxRuntimeBackend
 from hpcm_deploy.backends.torch_backend import TorchBackend
+from hpcm_deploy.checks.verify import check_stages, check_streams
 from hpcm_deploy.entropy.tables import EntropyTables
-from hpcm_deploy.exporting.manifest import Manifest
 from hpcm_deploy.exporting.onnx_export import export_model
-from hpcm_deploy.exporting.verify import check_stages, check_streams
 from hpcm_deploy.runtime.runner import ProgramRunner
 from hpcm_deploy.stages import build_program
 
@@ -24,9 +24,12 @@ def test_full_size_stages_equal_reference_and_round_trip(name):
     prog = build_program(model.config)
     runner = ProgramRunner(prog, TorchBackend(model, prog), EntropyTables.from_model(model))
     x = images(1, 512, 768, seed=3)
-    enc = runner.encode(x)
+    enc = runner.encode(x, lanes=False)  # CompressAI payloads: the official strings
     ref = model.compress(x, return_latents=True)
     assert enc.y_strings == ref["strings"][0] and enc.z_strings == ref["strings"][1]
+    lane = runner.encode(x)  # lane payloads: the same symbols, decoded back exactly
+    assert all((a == b).all() for a, b in zip(runner.decode(lane.y_strings, lane.z_strings, lane.z_shape).symbols,
+                                               ref["symbols"]))
     dec = model.decompress(ref["strings"], ref["shape"], return_latents=True)
     assert all((a == b).all() for a, b in zip(dec["symbols"], ref["symbols"]))
     assert (dec["y_hat"] == ref["y_hat"]).all()

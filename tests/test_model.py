@@ -179,3 +179,31 @@ def test_training_forward_reaches_every_parameter():
              if plan.active and all(step.topk <= 1 for step in plan.steps) for p in ("weight", "bias")]
     assert inert == ["memory_bank_s1.query_proj.0.weight", "memory_bank_s1.query_proj.0.bias"]
     assert dead == inert
+
+
+def test_forward_likelihoods_have_the_latent_layout():
+    """``likelihoods["y"]`` is ``[B, M, H/16, W/16]`` (CompressAI's convention), and each position holds the
+    likelihood of its own symbol: packing the map step by step gives back what the coding loop computed."""
+    from hpcm_deploy.entropy import ggm
+    from hpcm_deploy.models import lattice
+
+    model = hd.load_model("tiny-phase2", seed=3)
+    x = images(2, 256, 512, seed=4)
+    with torch.no_grad():
+        out = model(x)
+        lik = out["likelihoods"]["y"]
+        assert lik.shape == (2, model.config.M, 16, 32) and out["likelihoods"]["z"].shape == (2, model.config.N, 4, 8)
+        y = model.g_a(x)
+        params = model.hyper_params(model.hyper_quantize(y))
+        steps = model.packed_latent(y)
+        coded = []
+
+        def code(index, scales, means):
+            q = torch.round(steps[index] - means)
+            coded.append(ggm.likelihood(q, scales))
+            return q
+
+        model.progressive(params, code)
+    for index, (scale, part) in enumerate(CODING_STEPS):
+        grid = lattice.to_scale(lik, scale)
+        assert torch.equal(lattice.pack(grid, lattice.step_masks(grid, scale, part)), coded[index])

@@ -1,21 +1,36 @@
-"""The engine manifest: what a set of TensorRT plans was built from and for, and the check before running it."""
+"""The engine manifest: what a set of TensorRT plans was built from and for, and every check before building or
+running them that needs no TensorRT (precision, size and batch range, I/O contract, timing cache decisions)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError
-from ..exporting.manifest import Manifest, sha256_file, write_json_atomic
-from . import version_tuple
+from ..errors import BackendError, ConfigError
+from ..files import sha256_file, write_json_atomic
+from ..stages.program import CodingProgram
+from .export import Manifest
+from .shapes import SizeRange, implied_size
 
 FORMAT = "hpcm-deploy-engines"
 FORMAT_VERSION = 1
 MANIFEST = "engines.json"
 TIMING_CACHE = "timing.cache"
+PRECISIONS = ("fp32", "fp16")
+WIDEN = "`hpcm-deploy build-engine --min-size HxW --max-size HxW --max-batch N`"
+
+# TensorRT DataType member names -> the dtype names of the coding program (numpy's)
+TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
+              "INT32": "int32", "INT64": "int64", "BOOL": "bool", "FP8": "float8", "INT4": "int4", "FP4": "float4"}
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"10.13.3.9"`` -> ``(10, 13, 3)``."""
+    return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
 
 
 def arch_name(capability: tuple[int, int]) -> str:
@@ -32,6 +47,20 @@ def default_engine_dir(export: Manifest, capability: tuple[int, int], trt_versio
     return Path(root) / export.name / engine_dir_name(capability, trt_version, precision)
 
 
+def resolve_precision(export_precision: str, requested: str | None) -> str:
+    """The precision engines of an export are built (or looked for) in: ``requested``, or by default the
+    export's own. An fp16 export's graphs already carry the fp16 recipe, so they cannot give fp32 engines."""
+    if requested is None:
+        return export_precision
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if export_precision == "fp16" and requested == "fp32":
+        raise ConfigError("this export carries the fp16 recipe (exported with --precision fp16), so its graphs "
+                          "give fp16 engines only; build with --precision fp16, or build fp32 engines from an fp32 "
+                          "export")
+    return requested
+
+
 @dataclass
 class EngineManifest:
     root: Path
@@ -40,6 +69,35 @@ class EngineManifest:
     @property
     def precision(self) -> str:
         return self.data["precision"]
+
+    @property
+    def tf32(self) -> bool:
+        """Whether the plans were built with TF32 allowed (an explicit opt-in of ``build-engine --tf32``)."""
+        return bool(self.data.get("tf32", False))
+
+    @property
+    def sizes(self) -> SizeRange | None:
+        """The padded sizes and batches the plans' optimisation profiles cover."""
+        sizes = self.data.get("sizes") or {}
+        return SizeRange.from_dict(sizes) if {"min", "opt", "max"} <= set(sizes) else None
+
+    @property
+    def max_batch(self) -> int | None:
+        sizes = self.sizes
+        return sizes.max_batch if sizes else None
+
+    @property
+    def stripped(self) -> bool:
+        """Whether the plans hold no weights (``build-engine --strip-weights``): refitted at load."""
+        return bool(self.data.get("stripped", False))
+
+    def onnx_path(self, stage: str) -> Path:
+        """The graph a stage's plan was built from (inside the engine folder, or the export's own)."""
+        try:
+            path = Path(self.data["stages"][stage]["onnx"])
+        except KeyError:
+            raise BackendError(f"engines in {self.root} do not say which graph stage {stage!r} came from") from None
+        return path if path.is_absolute() else self.root / path
 
     def plan_path(self, stage: str) -> Path:
         try:
@@ -66,8 +124,23 @@ class EngineManifest:
         write_json_atomic(self.root / MANIFEST, self.data)
 
 
+def check_engines_for_export(engines: EngineManifest, export: Manifest, precision: str | None = None) -> None:
+    """Refuse plans built from another export, lacking a stage, or of another precision than asked for."""
+    data = engines.data
+    if data["export"]["fingerprint"] != export.fingerprint:
+        raise BackendError(f"engines in {engines.root} were built from another export (fingerprint "
+                           f"{data['export']['fingerprint'][:16]}, this export {export.fingerprint[:16]})")
+    missing = [s for s in export.data["stages"] if s not in data["stages"]]
+    if missing:
+        raise BackendError(f"engines in {engines.root} lack plans for: {', '.join(missing)}")
+    if precision is not None and data["precision"] != precision:
+        raise BackendError(f"engines in {engines.root} are {data['precision']} engines, not {precision}; pass the "
+                           f"{precision} engine directory or build it with `hpcm-deploy build-engine --precision "
+                           f"{precision}`")
+
+
 def check_compatible(engines: EngineManifest, export: Manifest, trt_version: str, capability: tuple[int, int],
-                     verify_hashes: bool = True) -> None:
+                     verify_hashes: bool = True, precision: str | None = None) -> None:
     """Refuse plans built for another TensorRT, another GPU architecture or another export.
 
     TensorRT plans are only valid for the exact TensorRT version and compute capability they were built with.
@@ -79,12 +152,7 @@ def check_compatible(engines: EngineManifest, export: Manifest, trt_version: str
             f"engines in {engines.root} were built with TensorRT {data['tensorrt']} for {arch_name(built_cap)} "
             f"({data.get('gpu', '?')}); this machine has TensorRT {trt_version} on {arch_name(tuple(capability))}; "
             "rebuild them with `hpcm-deploy build-engine`")
-    if data["export"]["fingerprint"] != export.fingerprint:
-        raise BackendError(f"engines in {engines.root} were built from another export (fingerprint "
-                           f"{data['export']['fingerprint'][:16]}, this export {export.fingerprint[:16]})")
-    missing = [s for s in export.data["stages"] if s not in data["stages"]]
-    if missing:
-        raise BackendError(f"engines in {engines.root} lack plans for: {', '.join(missing)}")
+    check_engines_for_export(engines, export, precision)
     if verify_hashes:
         for entry in data["stages"].values():
             plan = engines.root / entry["plan"]
@@ -92,12 +160,108 @@ def check_compatible(engines: EngineManifest, export: Manifest, trt_version: str
                 raise BackendError(f"engine plan {plan} is missing or was modified; rebuild the engines")
 
 
+# ---------------------------------------------------------------------------------------------- profiles
+def check_covered(engines: EngineManifest, program: CodingProgram, stage: str,
+                  shapes: Sequence[tuple[int, ...]]) -> None:
+    """Refuse input shapes outside the optimisation profile a stage's plan was built with, in one line naming
+    the engines' size and batch range and the ``build-engine`` flags that widen it. (Outside its profile an
+    execution context would refuse the shape, or with an ignored refusal run on the previous one.)"""
+    spec = program.stages[stage]
+    profile = engines.data.get("profiles", {}).get(stage)
+    if profile is None:
+        raise BackendError(f"engines in {engines.root} record no optimisation profile for stage {stage}; rebuild them")
+    for name, shape in zip(spec.inputs, shapes):
+        bounds = profile.get(name)
+        if bounds is None:
+            raise BackendError(f"engines in {engines.root} record no profile for input {name} of stage {stage}; "
+                               "rebuild them")
+        lo, hi = bounds["min"], bounds["max"]
+        if len(shape) == len(lo) and all(a <= d <= b for a, d, b in zip(lo, shape, hi)):
+            continue
+        batch, size = implied_size({n: program.tensors[n].shape for n in spec.inputs},
+                                   dict(zip(spec.inputs, (tuple(s) for s in shapes))))
+        sizes = engines.sizes
+        what = (f"a batch of {batch} at {size[0]}x{size[1]}" if batch is not None and size is not None
+                else f"input {name} of stage {stage} with shape {tuple(shape)}")
+        built = sizes.describe() if sizes else f"{name} from {tuple(lo)} to {tuple(hi)}"
+        raise BackendError(f"{what} is outside the engines in {engines.root} ({built}); rebuild them with {WIDEN} "
+                           "to cover it")
+
+
+# ---------------------------------------------------------------------------------------------- I/O contract
+def stage_io(program: CodingProgram, stage: str) -> dict[str, tuple[str, str]]:
+    """``{tensor: (mode, dtype)}`` a stage's plan must have: its inputs and outputs with the program's dtypes."""
+    spec = program.stages[stage]
+    return {**{n: ("input", program.tensors[n].dtype) for n in spec.inputs},
+            **{n: ("output", program.tensors[n].dtype) for n in spec.outputs}}
+
+
+def trt_dtype_name(member: str) -> str:
+    """A TensorRT ``DataType`` member name (``"FLOAT"``, ``"DataType.INT64"``) as a program dtype name."""
+    key = member.rsplit(".", 1)[-1].upper()
+    return TRT_DTYPES.get(key, key.lower())
+
+
+def check_io_contract(stage: str, expected: Mapping[str, tuple[str, str]], actual: Mapping[str, tuple[str, str]],
+                      plan: str | os.PathLike = "") -> None:
+    """Refuse a plan whose I/O tensors (names, input/output mode, dtype) are not the stage's, naming the stage
+    and the first tensor that differs."""
+    where = f" ({plan})" if plan else ""
+    for name, (mode, dtype) in expected.items():
+        got = actual.get(name)
+        if got is None:
+            raise BackendError(f"the engine of stage {stage}{where} has no tensor {name!r} (the stage's {mode}); "
+                               "rebuild the engines from this export")
+        if got[0] != mode:
+            raise BackendError(f"tensor {name!r} of stage {stage} is an {got[0]} of its engine{where} but an {mode} of "
+                               "the stage; rebuild the engines from this export")
+        if got[1] != dtype:
+            raise BackendError(f"tensor {name!r} of stage {stage} is {got[1]} in its engine{where}, the stage needs "
+                               f"{dtype}; rebuild the engines from this export")
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        raise BackendError(f"the engine of stage {stage}{where} has tensors the stage does not know: "
+                           f"{', '.join(extra)}; rebuild the engines from this export")
+
+
+# ---------------------------------------------------------------------------------------------- timing cache
+@dataclass(frozen=True)
+class TimingCachePlan:
+    """Where a build's timing cache starts from and where it goes. The engine directory always keeps its own
+    copy (``timing.cache``); ``keep`` is the user's shared cache file, updated after the engines are in place."""
+
+    source: Path | None  # an existing cache to start from; None: start empty
+    keep: Path | None  # the shared cache to write back (its folder is created before building)
+
+
+def timing_cache_plan(requested: str | os.PathLike | None, out_dir: str | os.PathLike) -> TimingCachePlan:
+    """``--timing-cache FILE``: start from it when it exists, write it back; without it, start from the cache a
+    previous build left in the same engine directory."""
+    if requested:
+        path = Path(requested)
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"timing cache {path} is not a file")
+        return TimingCachePlan(path if path.is_file() else None, path)
+    previous = Path(out_dir) / TIMING_CACHE
+    return TimingCachePlan(previous if previous.is_file() else None, None)
+
+
+def timing_cache_notice(source: Path | None, loaded: bool, accepted: bool) -> str | None:
+    """What to tell the user when a cache is not used (a fresh one is started then); ``None`` when it was used
+    or there was none. TensorRT refuses (``set_timing_cache`` returns False) a cache made on another GPU;
+    one from another TensorRT version may not even load."""
+    if source is None or (loaded and accepted):
+        return None
+    why = "cannot be read by this TensorRT" if not loaded else "was made on another GPU or TensorRT version"
+    return f"timing cache {source} {why}; starting a fresh one, which replaces it after the build"
+
+
 def new_manifest(export: Manifest, trt_version: str, gpu: str, capability: tuple[int, int], precision: str,
-                 sizes: dict[str, Any], profiles: dict[str, Any]) -> dict[str, Any]:
+                 sizes: dict[str, Any], profiles: dict[str, Any], tf32: bool = False) -> dict[str, Any]:
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "export": {"name": export.name, "fingerprint": export.fingerprint, "root": str(export.root)},
         "tensorrt": trt_version, "tensorrt_major": version_tuple(trt_version)[0],
-        "gpu": gpu, "compute_capability": list(capability), "precision": precision,
+        "gpu": gpu, "compute_capability": list(capability), "precision": precision, "tf32": bool(tf32),
         "sizes": sizes, "profiles": profiles, "stages": {}, "timing_cache": TIMING_CACHE,
     }

@@ -13,22 +13,16 @@ import torch
 
 from ..config import HPCMConfig
 from ..errors import ExportError
-from ..files import write_atomic
+from ..files import sha256_file
 from ..stages.program import CodingProgram, build_program
+from .weights import read_state_dict
 
 FORMAT = "hpcm-deploy-export"
-FORMAT_VERSION = 2  # 2: step stages with a top-k choice take topk_force and report topk/topk_gap
+# 2: step stages with a top-k choice take topk_force and report topk/topk_gap
+# 3: one shared weight file (weights.bin) for every graph and the PyTorch backend; stage roles in the program
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 TABLES = "tables.npz"
-WEIGHTS = "model.pt"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_fingerprint(config: HPCMConfig, state_dict: dict[str, torch.Tensor], tables_digest: str) -> str:
@@ -80,6 +74,18 @@ class Manifest:
                               "runs; re-export the model")
         return program
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's weights, read from the export's shared weight file."""
+        entry = self.data["weights"]
+        return read_state_dict(self.root / entry["file"], entry["parameters"])
+
+    def load_model(self, device: str | torch.device = "cpu"):
+        """The reference model of this export (configuration and weights), ready to compress."""
+        from ..models.api import load_model
+
+        return load_model(checkpoint={"config": self.data["config"], "state_dict": self.state_dict()}, seed=None,
+                          device=device)
+
     def stage_path(self, stage: str) -> Path:
         try:
             return self.root / self.data["stages"][stage]["file"]
@@ -105,8 +111,8 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ExportError(f"{path} is not an hpcm-deploy export manifest")
         if data.get("format_version") != FORMAT_VERSION:
-            raise ExportError(f"{path} has format version {data.get('format_version')}, this hpcm-deploy reads "
-                              f"{FORMAT_VERSION}; re-export the model")
+            raise ExportError(f"{root} is an export of format version {data.get('format_version')}; this hpcm-deploy "
+                              f"reads version {FORMAT_VERSION}: re-export the model with `hpcm-deploy export`")
         manifest = cls(root, data)
         if verify_hashes:
             manifest.verify_files()
@@ -122,7 +128,3 @@ class Manifest:
             if sha256_file(file) != entry["sha256"]:
                 raise ExportError(f"export {self.root} was modified: {entry['file']} does not match its sha256 in "
                                   f"{MANIFEST}; re-export the model")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())

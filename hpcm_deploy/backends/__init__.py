@@ -1,35 +1,143 @@
-"""Backends that run the stages of an export: ``torch``, ``onnxruntime``, ``tensorrt``."""
+"""Backends that run the stages of an export, from one registry: ``torch``, ``onnxruntime``, ``tensorrt``.
+
+Each backend has a typed options object; :func:`open_backend` validates the options and the device before
+anything heavy is imported, so a wrong option or device is one clear line, not a ``TypeError`` from deep inside.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendError
 from .base import Backend
 
 if TYPE_CHECKING:
-    from ..exporting.manifest import Manifest
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+    from ..artifacts.export import Manifest
 
 
-def open_backend(name: str, manifest: Manifest, device: str = "cpu", **options) -> Backend:
+@dataclass(frozen=True)
+class TorchOptions:
+    """The PyTorch stages take no options."""
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    threads: int = 0  # intra-op threads per session; 0 lets ONNX Runtime choose (one per core)
+
+    def check(self) -> None:
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise BackendError(f"onnxruntime option threads must be a whole number >= 0, not {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    engines: str | None = None  # engine directory (default: engines/<export>/<arch>-trt<version>-<precision>)
+    precision: str | None = None  # the engine set to use: fp32 or fp16 (default: the export's own precision)
+    cuda_graphs: bool = True  # capture each (stage, shapes) into a CUDA graph and replay it
+    max_graphs: int = 64  # CUDA graphs kept at most (least recently used dropped), for long-running servers
+
+    def check(self) -> None:
+        if self.precision not in (None, "fp32", "fp16"):
+            raise BackendError(f"tensorrt option precision must be fp32 or fp16, not {self.precision!r}")
+        if not isinstance(self.max_graphs, int) or isinstance(self.max_graphs, bool) or self.max_graphs < 0:
+            raise BackendError(f"tensorrt option max_graphs must be a whole number >= 0, not {self.max_graphs!r}")
+
+
+def _open_torch(manifest: Manifest, device: str, options: TorchOptions) -> Backend:
+    from .torch_backend import TorchBackend
+
+    model = manifest.load_model(device)
+    return TorchBackend(model, manifest.program(), device)
+
+
+def _open_onnxruntime(manifest: Manifest, device: str, options: OnnxRuntimeOptions) -> Backend:
+    from .onnxrt import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(manifest, device, options.threads)
+
+
+def _open_tensorrt(manifest: Manifest, device: str, options: TensorRTOptions) -> Backend:
+    from .tensorrt import TensorRTBackend
+
+    return TensorRTBackend.from_export(manifest, device, options)
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    name: str
+    options: type
+    devices: tuple[str, ...]  # device kinds it runs on ("cpu", "cuda", ...), each optionally ":N"
+    opener: Callable[[Manifest, str, Any], Backend]
+
+
+REGISTRY: dict[str, BackendKind] = {
+    "onnxruntime": BackendKind("onnxruntime", OnnxRuntimeOptions, ("cpu", "cuda", "tensorrt"), _open_onnxruntime),
+    "torch": BackendKind("torch", TorchOptions, ("cpu", "cuda"), _open_torch),
+    "tensorrt": BackendKind("tensorrt", TensorRTOptions, ("cuda",), _open_tensorrt),
+}
+BACKENDS = tuple(REGISTRY)
+
+
+def backend_kind(name: str) -> BackendKind:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
+
+
+def backend_options(name: str, options: Mapping[str, Any] | object | None = None) -> Any:
+    """The typed options of backend ``name`` from a mapping (or an options object, passed through), checked."""
+    kind = backend_kind(name)
+    if isinstance(options, kind.options):
+        result = options
+    elif options is None or isinstance(options, Mapping):
+        given = dict(options or {})
+        fields = [f.name for f in dataclasses.fields(kind.options)]
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            allowed = f"its options: {', '.join(fields)}" if fields else "it takes none"
+            raise BackendError(f"backend {name} has no option {', '.join(unknown)} ({allowed})")
+        result = kind.options(**given)
+    else:
+        raise BackendError(f"backend {name} takes {kind.options.__name__} options, not {type(options).__name__}")
+    check = getattr(result, "check", None)
+    if check is not None:
+        check()
+    return result
+
+
+def check_device(name: str, device: str | None) -> str:
+    """``device`` if backend ``name`` runs there (``cpu``, ``cuda``, ``cuda:N``...), else a one-line error;
+    ``None`` is the backend's own default (the CPU, or the GPU for TensorRT)."""
+    kind = backend_kind(name)
+    if device is None:
+        return kind.devices[0]
+    base, sep, index = str(device).partition(":")
+    if base not in kind.devices or (sep and not index.isdigit()):
+        raise BackendError(f"backend {name} cannot run on device {device!r}; it runs on: "
+                           f"{', '.join(d + '[:N]' if d != 'cpu' else d for d in kind.devices)}")
+    return str(device)
+
+
+def open_backend(name: str, manifest: Manifest, device: str | None = None,
+                 options: Mapping[str, Any] | object | None = None) -> Backend:
     """The backend ``name`` for the stages of ``manifest`` on ``device``."""
-    if name == "torch":
-        from ..models.api import load_model
-        from .torch_backend import TorchBackend
-
-        model = load_model(checkpoint=manifest.path("weights"), seed=None, device=device)
-        return TorchBackend(model, manifest.program(), device)
-    if name == "onnxruntime":
-        from .onnxrt import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(manifest, device, **options)
-    if name == "tensorrt":
-        from .tensorrt import TensorRTBackend
-
-        return TensorRTBackend.from_export(manifest, device, **options)
-    raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    typed = backend_options(name, options)
+    return backend_kind(name).opener(manifest, check_device(name, device), typed)
 
 
-__all__ = ["BACKENDS", "Backend", "open_backend"]
+def parse_backend_spec(spec: str, device: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """``name[:precision][@device]`` (e.g. ``tensorrt:fp16``, ``onnxruntime@cpu``) -> (name, device, options),
+    validated against the registry."""
+    head, _, dev = spec.partition("@")
+    name, _, precision = head.partition(":")
+    options = {"precision": precision} if precision else {}
+    backend_options(name, options)
+    return name, check_device(name, dev or device), options
+
+
+__all__ = ["BACKENDS", "REGISTRY", "Backend", "BackendKind", "OnnxRuntimeOptions", "TensorRTOptions", "TorchOptions",
+           "backend_options", "check_device", "open_backend", "parse_backend_spec"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,11 @@ class Backend(ABC):
     @abstractmethod
     def to_host(self, tensor: Any) -> np.ndarray:
         """A tensor of this backend as a host array."""
+
+    def stream_context(self) -> AbstractContextManager:
+        """A context in which host code queues device work in order with this backend's (its CUDA stream on
+        a GPU); nothing on the CPU."""
+        return nullcontext()
 
     def synchronize(self) -> None:  # noqa: B027 - optional hook, a no-op on the CPU
         """Wait for queued device work (timing); a no-op on the CPU."""

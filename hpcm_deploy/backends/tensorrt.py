@@ -1,26 +1,52 @@
-"""The TensorRT backend: one deserialised engine and execution context per stage.
+"""The TensorRT backend: one deserialised engine per stage, run on the GPU the caller names.
 
-All contexts share one scratch buffer (stages run one after another on one CUDA stream), tensors stay on the
-GPU as torch tensors, and each (stage, input shapes) is captured once into a CUDA graph and replayed (shapes
-are fixed per padded image size). Requires TensorRT 10.8+ or 11.x and a CUDA build of torch.
+Tensors stay on the GPU as torch tensors. Every execution context shares one scratch buffer (``USER_MANAGED``
+device memory): the stages run one after another on the backend's own CUDA stream, which waits for the caller's
+stream before it reads inputs, and which the caller's stream waits for before it reads outputs. Each (stage,
+input shapes) is captured once into a CUDA graph on an execution context of its own, bound once to the graph's
+static buffers (as torch-tensorrt keeps one graph per context); at most ``max_graphs`` graphs are kept, the
+least recently used dropped. A (stage, shapes) that cannot be captured runs eagerly. Requires TensorRT 10.8+ or
+11.x and a CUDA build of torch.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..exporting.manifest import Manifest
-from ..trt import cuda_device, import_tensorrt
-from ..trt.manifest import EngineManifest, check_compatible, default_engine_dir
+from ..artifacts.engines import (
+    EngineManifest,
+    check_compatible,
+    check_covered,
+    check_engines_for_export,
+    check_io_contract,
+    default_engine_dir,
+    resolve_precision,
+    stage_io,
+    trt_dtype_name,
+)
+from ..artifacts.export import Manifest
+from ..errors import BackendError
+from . import TensorRTOptions
 from .base import Backend
+from .trt_lib import cuda_device, cuda_index, import_tensorrt, on_gpu, resolve_cuda
 
 log = logging.getLogger(__name__)
+ALIGNMENT = 256  # bytes; TensorRT requires tensor addresses aligned to at least this
+
+
+class _Graph:
+    """One (stage, input shapes) captured into a CUDA graph: the execution context it was captured on (bound
+    once, to the static buffers) and those buffers."""
+
+    __slots__ = ("context", "graph", "inputs", "outputs")
+
+    def __init__(self, context: Any, graph: Any, inputs: list[Any], outputs: list[Any]) -> None:
+        self.context, self.graph, self.inputs, self.outputs = context, graph, inputs, outputs
 
 
 class TensorRTBackend(Backend):
@@ -28,123 +54,233 @@ class TensorRTBackend(Backend):
     torch_native = True
 
     @classmethod
-    def from_export(cls, manifest: Manifest, device: str = "cuda", engines: str | os.PathLike | None = None,
-                    precision: str = "fp32", cuda_graphs: bool = True) -> TensorRTBackend:
+    def from_export(cls, manifest: Manifest, device: str = "cuda",
+                    options: TensorRTOptions | None = None) -> TensorRTBackend:
         """Engines for ``manifest`` (default: ``engines/<name>/<arch>-trt<version>-<precision>``), after checking
-        they were built for this TensorRT, this GPU and this export."""
+        they were built for this TensorRT, this GPU, this export and the precision asked for."""
+        options = options or TensorRTOptions()
+        # the arguments are checked before TensorRT is imported
+        cuda_index(device)
+        precision = resolve_precision(manifest.precision, options.precision)
+        wanted = precision if options.precision or not options.engines else None  # a given directory names its own
+        given = EngineManifest.load(options.engines) if options.engines else None
+        if given is not None:
+            check_engines_for_export(given, manifest, wanted)
         trt = import_tensorrt()
-        device = device if device.startswith("cuda") else "cuda"
         _, capability = cuda_device(device)
-        root = Path(engines) if engines else default_engine_dir(manifest, capability, trt.__version__, precision)
-        em = EngineManifest.load(root)
-        check_compatible(em, manifest, trt.__version__, capability)
-        return cls(em, manifest, device, cuda_graphs)
+        engines = given or EngineManifest.load(default_engine_dir(manifest, capability, trt.__version__, precision))
+        check_compatible(engines, manifest, trt.__version__, capability, precision=wanted)
+        return cls(engines, manifest, device, options)
 
-    def __init__(self, engines: EngineManifest, manifest: Manifest, device: str, cuda_graphs: bool = True) -> None:
+    def __init__(self, engines: EngineManifest, manifest: Manifest, device: str = "cuda",
+                 options: TensorRTOptions | None = None) -> None:
         import torch
 
+        options = options or TensorRTOptions()
         trt = import_tensorrt()
         self._torch, self._trt = torch, trt
-        self.device = device
-        self._dev = torch.device(device)
-        self.stream = torch.cuda.Stream(self._dev)
+        index = resolve_cuda(device)
+        self.device = f"cuda:{index}"
+        self._dev = torch.device("cuda", index)
+        self.engine_manifest = engines
+        self.precision, self.tf32 = engines.precision, engines.tf32
+        self.max_batch = engines.max_batch  # Codec batches at most this many images
+        self.program = manifest.program()
+        self.cuda_graphs = bool(options.cuda_graphs) and options.max_graphs > 0
+        self.max_graphs = options.max_graphs
+        self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self._eager: set[tuple] = set()  # (stage, shapes) that could not be captured
+        self._covered: set[tuple] = set()  # (stage, shapes) checked against the profiles
         self._logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(self._logger)
-        program = manifest.program()
-        self.engines, self.contexts, self._io = {}, {}, {}
-        scratch = 0
-        for stage in program.stages:
-            engine = runtime.deserialize_cuda_engine(engines.plan_path(stage).read_bytes())
-            if engine is None:
-                from ..errors import BackendError
+        self.engines: dict[str, Any] = {}
+        self.contexts: dict[str, Any] = {}
+        self._io: dict[str, tuple[tuple[str, ...], tuple[Any, ...], tuple[str, ...], tuple[Any, ...]]] = {}
+        with on_gpu(index):  # TensorRT deserialises onto, and runs on, the current device
+            self.stream = torch.cuda.Stream(self._dev)
+            self._runtime = trt.Runtime(self._logger)
+            scratch = 0
+            for stage, spec in self.program.stages.items():
+                path = engines.plan_path(stage)
+                engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+                if engine is None:
+                    raise BackendError(f"TensorRT could not deserialise {path} (see the TensorRT log above)")
+                if engines.stripped:
+                    self._refit(stage, engine, engines.onnx_path(stage))
+                check_io_contract(stage, stage_io(self.program, stage), self._engine_io(engine), path)
+                self.engines[stage] = engine
+                scratch = max(scratch, int(engine.device_memory_size_v2))
+                dtype = {n: getattr(torch, self.program.tensors[n].dtype) for n in (*spec.inputs, *spec.outputs)}
+                self._io[stage] = (spec.inputs, tuple(dtype[n] for n in spec.inputs),
+                                   spec.outputs, tuple(dtype[n] for n in spec.outputs))
+            # one scratch buffer for every context: the stages never run at the same time
+            self.scratch = torch.empty(max(scratch, 1), dtype=torch.uint8, device=self._dev)
+            self.contexts = {stage: self._new_context(stage) for stage in self.engines}
 
-                raise BackendError(f"TensorRT could not deserialise {engines.plan_path(stage)}")
-            self.engines[stage] = engine
-            v2 = hasattr(engine, "device_memory_size_v2")  # 10.x has both; 11.x only v2
-            size = engine.device_memory_size_v2 if v2 else engine.device_memory_size
-            scratch = max(scratch, int(size))
-            spec = program.stages[stage]
-            dtypes = {n: torch.from_numpy(np.zeros(0, dtype=trt.nptype(engine.get_tensor_dtype(n)))).dtype
-                      for n in (*spec.inputs, *spec.outputs)}
-            self._io[stage] = (spec.inputs, spec.outputs, dtypes)
-        # one scratch buffer for every context: the stages never run at the same time
-        self.scratch = torch.empty(max(scratch, 1), dtype=torch.uint8, device=self._dev)
-        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
-        for stage, engine in self.engines.items():
-            ctx = engine.create_execution_context(strategy)
-            if hasattr(ctx, "set_device_memory"):
-                ctx.set_device_memory(self.scratch.data_ptr(), self.scratch.numel())
-            else:  # TensorRT < 10.1
-                ctx.device_memory = self.scratch.data_ptr()
-            self.contexts[stage] = ctx
-        self.cuda_graphs = cuda_graphs
-        self._graphs: dict[tuple, tuple[Any, list, list]] = {}
+    def _refit(self, stage: str, engine: Any, onnx_path: Any) -> None:
+        """Fill a weight-stripped engine with the weights of the graph it was built from (which point into the
+        export's shared weight file): ``Refitter`` + ``OnnxParserRefitter.refit_from_file``, then
+        ``refit_cuda_engine``; each call's bool is checked."""
+        trt = self._trt
+        refitter = trt.Refitter(engine, self._logger)
+        parser = trt.OnnxParserRefitter(refitter, self._logger)
+        if not parser.refit_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no detail"
+            raise BackendError(f"TensorRT could not read the weights of stage {stage} from {onnx_path}: {errors}")
+        if not refitter.refit_cuda_engine():
+            raise BackendError(f"TensorRT could not refit the weight-stripped engine of stage {stage}")
+
+    def _engine_io(self, engine: Any) -> dict[str, tuple[str, str]]:
+        """``{tensor: (mode, dtype)}`` of a deserialised engine."""
+        modes = {self._trt.TensorIOMode.INPUT: "input", self._trt.TensorIOMode.OUTPUT: "output"}
+        out = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            kind = modes.get(engine.get_tensor_mode(name), "neither input nor output")
+            dtype = engine.get_tensor_dtype(name)
+            out[name] = (kind, trt_dtype_name(getattr(dtype, "name", str(dtype))))
+        return out
+
+    def _new_context(self, stage: str) -> Any:
+        """An execution context of ``stage`` on the shared scratch buffer."""
+        strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        context = self.engines[stage].create_execution_context(strategy)
+        if context is None:
+            raise BackendError(f"TensorRT could not create an execution context for stage {stage}")
+        context.set_device_memory(self.scratch.data_ptr(), self.scratch.numel())
+        return context
 
     # ------------------------------------------------------------------ running
-    def _bind(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
-        ctx = self.contexts[stage]
-        names_in, names_out, dtypes = self._io[stage]
-        for name, t in zip(names_in, inputs):
-            ctx.set_input_shape(name, tuple(t.shape))
-            ctx.set_tensor_address(name, t.data_ptr())
+    def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
+        torch = self._torch
+        names, dtypes, _, _ = self._io[stage]
+        if len(inputs) != len(names):
+            raise BackendError(f"stage {stage} takes {len(names)} inputs, not {len(inputs)}")
+        key = (stage, *(tuple(t.shape) for t in inputs))
+        if key not in self._covered:
+            check_covered(self.engine_manifest, self.program, stage, key[1:])
+            self._covered.add(key)
+        caller = torch.cuda.current_stream(self._dev)
+        with torch.cuda.device(self._dev), torch.cuda.stream(self.stream):
+            self.stream.wait_stream(caller)  # the caller's stream may still be writing the inputs
+            ready = [self._prepared(stage, n, t, d) for n, t, d in zip(names, inputs, dtypes)]
+            if self.cuda_graphs and key not in self._eager:
+                outs = self._run_graph(stage, key, ready)
+            else:
+                outs = self._run_eager(stage, self.contexts[stage], ready)
+        caller.wait_stream(self.stream)  # the outputs are complete before the caller's stream reads them
+        for out in outs:
+            out.record_stream(caller)  # made on our stream, used on the caller's: not reused before it is done
+        return outs
+
+    def _prepared(self, stage: str, name: str, t: Any, dtype: Any) -> Any:
+        """An input as TensorRT reads it: on this GPU, of the engine's dtype, contiguous and aligned. Runs on the
+        backend's stream, after it waited for the caller's."""
+        torch = self._torch
+        if not isinstance(t, torch.Tensor):
+            raise BackendError(f"input {name} of stage {stage} is a {type(t).__name__}; the TensorRT backend takes "
+                               "torch tensors (use from_host for arrays)")
+        if t.dtype != dtype:
+            raise BackendError(f"input {name} of stage {stage} is {t.dtype}; its engine takes {dtype}")
+        if t.device != self._dev:
+            t = t.to(self._dev)
+        else:
+            t.record_stream(self.stream)  # the caller may drop it while our stream still reads it
+        if not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
+            t = t.clone(memory_format=torch.contiguous_format)
+        return t
+
+    def _bind(self, stage: str, context: Any, inputs: Sequence[Any]) -> list[Any]:
+        """Set the input shapes and addresses of ``context`` and allocate its outputs (on the backend's stream)."""
+        names, _, out_names, out_dtypes = self._io[stage]
+        for name, t in zip(names, inputs):
+            if not context.set_input_shape(name, tuple(t.shape)):
+                raise BackendError(f"TensorRT refused shape {tuple(t.shape)} for input {name} of stage {stage} "
+                                   "(see the TensorRT log above)")
+            if not context.set_tensor_address(name, t.data_ptr()):
+                raise BackendError(f"TensorRT refused the address of input {name} of stage {stage}")
         outs = []
-        for name in names_out:
-            out = self._torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=dtypes[name], device=self._dev)
-            ctx.set_tensor_address(name, out.data_ptr())
+        for name, dtype in zip(out_names, out_dtypes):
+            shape = tuple(context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"TensorRT cannot infer the shape of output {name} of stage {stage} from its inputs")
+            out = self._torch.empty(shape, dtype=dtype, device=self._dev)
+            if not context.set_tensor_address(name, out.data_ptr()):
+                raise BackendError(f"TensorRT refused the address of output {name} of stage {stage}")
             outs.append(out)
         return outs
 
-    def _execute(self, stage: str) -> None:
-        if not self.contexts[stage].execute_async_v3(self.stream.cuda_stream):
-            from ..errors import BackendError
+    def _enqueue(self, stage: str, context: Any) -> None:
+        if not context.execute_async_v3(self.stream.cuda_stream):
+            raise BackendError(f"TensorRT failed to run stage {stage} (see the TensorRT log above)")
 
-            raise BackendError(f"TensorRT failed to run stage {stage}")
+    def _run_eager(self, stage: str, context: Any, inputs: Sequence[Any]) -> list[Any]:
+        outs = self._bind(stage, context, inputs)
+        self._enqueue(stage, context)
+        return outs
 
-    def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
+    def _run_graph(self, stage: str, key: tuple, inputs: Sequence[Any]) -> list[Any]:
+        entry = self._graphs.get(key)
+        if entry is None:
+            return self._capture(stage, key, inputs)
+        self._graphs.move_to_end(key)
+        for dst, src in zip(entry.inputs, inputs):
+            dst.copy_(src)
+        entry.graph.replay()
+        return [o.clone() for o in entry.outputs]  # the next replay overwrites the static outputs
+
+    def _capture(self, stage: str, key: tuple, inputs: Sequence[Any]) -> list[Any]:
+        """Run ``stage`` on a new context bound to static buffers, then capture that context into a CUDA graph.
+        The first run is both the warm-up TensorRT needs before a capture (its first enqueue after setting shapes
+        may do work a graph cannot hold) and this call's result. A failed capture (an enqueue may return False
+        while the stream captures) leaves this (stage, shapes) eager, logged once."""
         torch = self._torch
-        inputs = [t.contiguous() for t in inputs]
-        key = (stage, *(tuple(t.shape) for t in inputs))
-        with torch.cuda.stream(self.stream):
-            if self.cuda_graphs and key in self._graphs:
-                graph, static_in, static_out = self._graphs[key]
-                for dst, src in zip(static_in, inputs):
-                    dst.copy_(src)
-                graph.replay()
-                return [o.clone() for o in static_out]  # the static buffers are reused by the next replay
-            outs = self._bind(stage, inputs)
-            self._execute(stage)
-            if self.cuda_graphs:
-                self._capture(stage, key, inputs)
-            return outs
-
-    def _capture(self, stage: str, key: tuple, inputs: list[Any]) -> None:
-        """Capture the stage for these shapes after its first (warm-up) run; fall back to eager on failure."""
-        torch = self._torch
+        context = self._new_context(stage)
+        static_in = [t.clone() for t in inputs]
+        static_out = self._run_eager(stage, context, static_in)
+        result = [o.clone() for o in static_out]
+        graph = torch.cuda.CUDAGraph()
         try:
-            static_in = [t.clone() for t in inputs]
-            static_out = self._bind(stage, static_in)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                self._execute(stage)
-            self._graphs[key] = (graph, static_in, static_out)
-        except RuntimeError as exc:
-            log.warning("no CUDA graph for %s (%s); running it eagerly", stage, exc)
-            self.cuda_graphs = False
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                self._enqueue(stage, context)
+        except (BackendError, RuntimeError) as exc:
+            self._eager.add(key)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("stage %s at input shapes %s cannot be captured into a CUDA graph (%s); it runs eagerly at "
+                        "these shapes", stage, list(key[1:]), reason)
+            return result
+        self._graphs[key] = _Graph(context, graph, static_in, static_out)
+        while len(self._graphs) > self.max_graphs:
+            _, old = self._graphs.popitem(last=False)
+            self.stream.synchronize()  # it may still be replaying
+            old.graph.reset()
+        return result
 
+    # ------------------------------------------------------------------ host transfers
     def from_host(self, array: np.ndarray) -> Any:
         torch = self._torch
         host = torch.from_numpy(np.ascontiguousarray(array)).pin_memory()
-        with torch.cuda.stream(self.stream):
-            return host.to(self._dev, non_blocking=True)
+        with torch.cuda.device(self._dev), torch.cuda.stream(self.stream):
+            out = host.to(self._dev, non_blocking=True)
+        caller = torch.cuda.current_stream(self._dev)
+        caller.wait_stream(self.stream)
+        out.record_stream(caller)
+        return out
 
     def to_host(self, tensor: Any) -> np.ndarray:
-        self.stream.synchronize()
+        self.stream.synchronize()  # our work that wrote it; the copy itself orders after the caller's stream
         return tensor.detach().cpu().numpy()
 
     def synchronize(self) -> None:
         self.stream.synchronize()
 
     def close(self) -> None:
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            stream.synchronize()
+        for entry in self._graphs.values():
+            entry.graph.reset()
         self._graphs.clear()
-        self.contexts.clear()
+        self.contexts.clear()  # contexts before their engines, engines before the runtime
         self.engines.clear()
+        self.scratch = None
+

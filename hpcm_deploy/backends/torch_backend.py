@@ -22,6 +22,11 @@ class TorchBackend(Backend):
         self.model = model.to(device).eval()
         self.modules = stage_modules(self.model, program)
         self._torch_device = torch.device(device)
+        if self._torch_device.type == "cuda":
+            # TF32 moves scales by ~1e-3 relative, far past the signalling margin: CUDA streams would then not
+            # decode on a CPU. The stages need full fp32, as the CPU computes it.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
 
     def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
         with torch.inference_mode():

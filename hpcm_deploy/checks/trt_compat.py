@@ -74,9 +74,11 @@ def _text(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray | None]:
     """Values known at build time: initializers and Constant node outputs."""
-    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    # weights kept in an external file are build-time constants too; their values are never needed here
+    out = {i.name: (None if i.data_location == onnx.TensorProto.EXTERNAL else numpy_helper.to_array(i))
+           for i in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             attrs = _attrs(node)

@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..codec.container import SUFFIX
+from ..config import DEFAULT_MAX_PIXELS
 from ..errors import HPCMError, InputError
 from ..files import write_atomic
 from . import main
-
-STREAM_SUFFIX = ".hpcm"
+from .options import backend_option, device_option, export_option, parse_memory, resolve_export
 
 
 def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:
@@ -60,26 +61,33 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
         raise SystemExit(1)
 
 
-def _codec(export: str | None, backend: str, device: str, margin: float | None = None):
+def _write(dst: Path, data) -> None:
+    """Write an output atomically; a failed write (disk full, no permission) leaves nothing and is one line."""
+    try:
+        write_atomic(dst, data)
+    except OSError as exc:
+        raise HPCMError(f"cannot write {dst} ({exc.strerror or exc})") from None
+
+
+def _codec(export: str | None, backend: str, device: str, max_pixels: int, memory: str, margin: float | None = None,
+           legacy: bool = False, alpha: str = "refuse"):
     from ..codec import Codec
-    from ..runtime.decisions import DEFAULT_MARGINS, Margins
+    from ..codec.images import parse_alpha
+    from ..runtime.decisions import margins_for
 
-    if margin is None:
-        return Codec(export, backend=backend, device=device)
-    if margin < 0:
-        from ..errors import ConfigError
-
-        raise ConfigError("--margin must be 0 (no signalled decisions) or positive")
-    margins = None if margin == 0 else Margins(scale=margin, topk=max(margin, DEFAULT_MARGINS.topk))
-    return Codec(export, backend=backend, device=device, margins=margins)
+    margins = margins_for(margin)  # checked before an export is made or loaded
+    parse_alpha(alpha)
+    return Codec(resolve_export(export), backend=backend, device=device, margins=margins,
+                 max_pixels=max_pixels or None, memory=parse_memory(memory), legacy_streams=legacy, alpha=alpha)
 
 
 codec_options = [
-    click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export directory (default: the "
-                 "embedded demo model, exported to export/demo on first use)."),
-    click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
-                 show_default=True),
-    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    export_option, backend_option, device_option,
+    click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
+                 help="Refuse images (compress) and streams (decompress) of more pixels than this; 0: no limit."),
+    click.option("--memory", default="auto", show_default=True, help="Working memory of the analysis/synthesis "
+                 "transforms, e.g. 512M or 4G: above it they run in overlapping tiles (auto: 1 GiB, or a quarter "
+                 "of a smaller machine; none: never tile)."),
     click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (bits per pixel, time per phase)."),
 ]
 
@@ -97,13 +105,19 @@ def _with_codec_options(fn):
               help="Signal every decision this close to its discontinuity (log distance of a scale to a bucket edge; "
                    "top-k score gap). Default 2e-5 (fp32 decoders); about 4e-3 lets fp16-recipe decoders read the "
                    "stream; 0 writes no side information.")
+@click.option("--legacy-streams", is_flag=True, help="Write format version 1/2 streams (CompressAI payloads, "
+              "readable by hpcm-deploy before lane payloads) instead of version 3.")
+@click.option("--alpha", default="refuse", show_default=True, metavar="refuse|drop|COLOUR",
+              help="Images with an alpha channel (RGBA, LA, transparent PNG): refuse them, drop the alpha, or "
+                   "composite them on a background colour (white, black, #rrggbb).")
 @_with_codec_options
-def compress(inputs, out, margin, export_dir, backend, device, as_json) -> None:
+def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, device, max_pixels, memory,
+             as_json) -> None:
     """Compress images (files or folders) to .hpcm streams."""
     from ..codec.images import IMAGE_SUFFIXES, read_image
 
-    jobs = _targets(inputs, out, IMAGE_SUFFIXES, STREAM_SUFFIX)
-    codec = _codec(export_dir, backend, device, margin)
+    jobs = _targets(inputs, out, IMAGE_SUFFIXES, SUFFIX)
+    codec = _codec(export_dir, backend, device, max_pixels, memory, margin, legacy_streams, alpha)
 
     def work(src: Path, dst: Path) -> dict[str, Any]:
         start = time.perf_counter()
@@ -111,7 +125,7 @@ def compress(inputs, out, margin, export_dir, backend, device, as_json) -> None:
         read = time.perf_counter() - start
         result = codec.compress_detailed([img])[0]
         start = time.perf_counter()
-        write_atomic(dst, result.stream)
+        _write(dst, result.stream)
         io = read + time.perf_counter() - start
         t = result.timings
         return {"bytes": len(result.stream), "bpp": result.bpp, "height": result.height, "width": result.width,
@@ -124,40 +138,66 @@ def compress(inputs, out, margin, export_dir, backend, device, as_json) -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", required=True, help="Output file (one input) or folder (PNG files).")
+@click.option("--preview", help="Decode only the first coding steps: s1 (scale 1, 2 steps), s2 (scales 1-2, 5 "
+              "steps) or a step count 1-11; the rest of the image is predicted from them.")
+@click.option("--partial", is_flag=True, help="Accept truncated streams (the first bytes of a version 3 file): "
+              "decode as far as they go.")
 @_with_codec_options
-def decompress(inputs, out, export_dir, backend, device, as_json) -> None:
+def decompress(inputs, out, preview, partial, export_dir, backend, device, max_pixels, memory, as_json) -> None:
     """Decompress .hpcm streams (files or folders) to PNG images."""
-    jobs = _targets(inputs, out, {STREAM_SUFFIX}, ".png")
-    codec = _codec(export_dir, backend, device)
+    steps = _preview_steps(preview)
+    jobs = _targets(inputs, out, {SUFFIX}, ".png")
+    codec = _codec(export_dir, backend, device, max_pixels, memory)
 
     def work(src: Path, dst: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        data = src.read_bytes()
+        try:
+            data = src.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {src} ({exc.strerror or exc})") from None
         read = time.perf_counter() - start
-        result = codec.decompress_detailed([data], kind="pil")[0]
+        if steps is not None:
+            result = codec.preview(data, steps, kind="pil", partial=partial)
+        else:
+            result = codec.decompress_detailed([data], kind="pil", partial=partial)[0]
         start = time.perf_counter()
-        write_atomic(dst, lambda tmp: result.image.save(tmp, format="PNG"))
+        _write(dst, lambda tmp: result.image.save(tmp, format="PNG"))
         io = read + time.perf_counter() - start
         t = result.timings
         return {"bytes": len(data), "bpp": 8 * len(data) / (result.height * result.width), "height": result.height,
-                "width": result.width, "seconds": {"network": t["network"], "entropy": t["entropy"],
-                                                   "transfer": t["transfer"], "io": io, "total": t["total"] + io}}
+                "width": result.width, "steps": result.steps,
+                "seconds": {"network": t["network"], "entropy": t["entropy"], "transfer": t["transfer"], "io": io,
+                            "total": t["total"] + io}}
 
     _run_files(jobs, work, "decompressing", as_json)
 
 
+def _preview_steps(text: str | None) -> int | None:
+    if text is None:
+        return None
+    named = {"s1": 2, "s2": 5, "s3": 11}
+    if text.lower() in named:
+        return named[text.lower()]
+    if text.isdigit() and 1 <= int(text) <= 11:
+        return int(text)
+    raise InputError(f"--preview must be s1, s2, s3 or a step count 1-11, not {text!r}")
+
+
 @main.command()
-@click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export to run (default: the "
-              "embedded demo model, exported on first use).")
+@export_option
 @click.option("--image", type=click.Path(dir_okay=False, exists=True), help="Image to code (default: the bundled "
               "sample).")
+@click.option("--no-anchors", is_flag=True, help="Skip the comparison with JPEG, WebP and AVIF (AVIF's encoder "
+              "takes a few seconds).")
 @click.option("--json", "as_json", is_flag=True)
-def demo(export_dir, image, as_json) -> None:
-    """The main job: export the default model if needed, code the sample image with ONNX Runtime, check it."""
+def demo(export_dir, image, no_anchors, as_json) -> None:
+    """The main job: export the default model if needed, code the sample image with ONNX Runtime, check it, and
+    compare it with JPEG, WebP and AVIF at the same bits per pixel."""
     from ..demo import run_demo
 
     console = Console(stderr=True)
-    report = run_demo(export_dir, image, progress=lambda s, sec: console.print(f"  exported {s} ({sec:.1f} s)"))
+    report = run_demo(export_dir, image, progress=lambda s, sec: console.print(f"  exported {s} ({sec:.1f} s)"),
+                      anchors=not no_anchors)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -170,6 +210,12 @@ def _print_demo(r) -> None:
     console = Console()
     console.print(f"[bold]{Path(r.image).name}[/] {r.width}x{r.height} with {r.export} on onnxruntime (CPU)")
     console.print(f"  {r.bytes} bytes, {r.bpp:.4f} bpp, PSNR {r.psnr:.2f} dB")
+    names = {"jpeg": "JPEG (4:2:0, optimised)", "webp": "WebP (method 6)", "avif": "AVIF (speed 4)"}
+    for name, value in r.anchors.items():
+        if value is None:
+            console.print(f"  {names[name]} cannot code this image at {r.bpp:.4f} bpp (its lowest quality is larger)")
+        else:
+            console.print(f"  {names[name]} at the same bpp: PSNR {value:.2f} dB (the model: {r.psnr - value:+.2f} dB)")
     console.print(f"  round trip exact (decoded symbols = encoded): {'yes' if r.round_trip_exact else 'NO'}")
     console.print(f"  payload identical to the PyTorch reference stages' (z and y rANS streams): "
                   f"{'yes' if r.matches_pytorch else 'NO'}")

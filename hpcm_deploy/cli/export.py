@@ -13,9 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..config import PRESETS
-from ..errors import ConfigError
+from ..errors import ConfigError, ExportError
 from . import main
-from .options import parse_overrides, parse_size, set_option
+from .options import backend_option, device_option, parse_overrides, parse_size, set_option
 
 
 @main.command("export")
@@ -35,9 +35,10 @@ from .options import parse_overrides, parse_size, set_option
 @set_option
 def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precision, overrides) -> None:
     """Export every stage of a model to ONNX, with its manifest and entropy tables."""
-    from ..exporting.manifest import Manifest
+    from ..checks.verify import check_export
     from ..exporting.onnx_export import export_model
     from ..models.api import load_model
+    from ..stages import build_program
 
     if batch is not None and batch < 1:
         raise ConfigError("--batch must be at least 1")
@@ -47,10 +48,17 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precisi
     name = Path(checkpoint).stem if checkpoint else str(preset)
     target = Path(out) if out else Path("export") / name
     console = Console(stderr=True)
+    checked = []
+
+    def run_check(manifest) -> None:
+        # fp16 graphs differ from the fp32 stages by design: `verify` and `precision-cost` say by how much
+        if check and precision == "fp32":
+            checked.append(check_export(model, manifest))
+            if not checked[-1].ok:
+                raise ExportError(f"{checked[-1].summary()}; nothing was written to {target}")
+
     with Progress(TextColumn("exporting {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
-        from ..stages import build_program
-
         task = bar.add_task(name, total=len(build_program(model.config).stages))
 
         def done(stage: str, seconds: float) -> None:
@@ -58,35 +66,26 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precisi
             bar.advance(task)
 
         export_model(model, target, name, opset=opset, batch=batch, jobs=jobs, progress=done,
-                     source=str(checkpoint or f"preset {preset} (seed {seed})"))
+                     source=str(checkpoint or f"preset {preset} (seed {seed})"), precision=precision,
+                     check=run_check)
+    from ..artifacts.export import Manifest
+    from ..artifacts.weights import weight_usage
+
     manifest = Manifest.load(target)
-    if precision == "fp16":
-        from ..exporting.precision import derive_export
-
-        manifest = Manifest.load(derive_export(manifest, target, "fp16"))
-        check = False  # fp16 graphs differ from the fp32 stages by design; `verify` reports by how much
     size = sum(s["bytes"] for s in manifest.data["stages"].values())
-    click.echo(f"wrote {target} ({len(manifest.data['stages'])} graphs, {size / 1e6:.1f} MB, opset "
+    shared = manifest.data["weights"]["bytes"]
+    used = sum(weight_usage({s: manifest.stage_path(s) for s in manifest.data["stages"]}).values())
+    click.echo(f"wrote {target} ({len(manifest.data['stages'])} graphs of {size / 1e6:.1f} MB and one weight file of "
+               f"{shared / 1e6:.1f} MB, which the graphs read {used / shared:.1f} times over; {precision}, opset "
                f"{manifest.data['opset']}, {manifest.data['export_seconds']} s)")
-    if check:
-        from ..backends.onnxrt import OnnxRuntimeBackend
-        from ..exporting.verify import check_stages
-
-        results = check_stages(model, manifest.program(), OnnxRuntimeBackend(manifest))
-        bad = [r for r in results if not r.ok]
-        worst = max(results, key=lambda r: r.max_abs)
-        click.echo(f"checked {len(results)} outputs at 3 sizes other than the export size: "
-                   f"{'all within tolerance' if not bad else f'{len(bad)} OUT OF TOLERANCE'} "
-                   f"(largest difference {worst.max_abs:.2e} in {worst.stage}/{worst.output})")
-        if bad:
-            raise SystemExit(1)
+    if checked:
+        click.echo(checked[-1].summary())
 
 
 @main.command()
 @click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
-              show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@backend_option
+@device_option
 @click.option("--size", "sizes", multiple=True, help="Padded size HxW to check (repeatable; default: 256x256, "
               "256x512, 768x512).")
 @click.option("--batch", type=int, default=1, show_default=True)
@@ -96,9 +95,9 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precisi
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 def verify(export_dir, backend, device, sizes, batch, random_images, lint, as_json) -> None:
     """Check an export against the PyTorch stages: per-stage errors, whole-image streams, TensorRT compatibility."""
+    from ..artifacts.export import Manifest
     from ..backends import open_backend
-    from ..exporting.manifest import Manifest
-    from ..exporting.verify import DEFAULT_SIZES, random_sizes, verify_export
+    from ..checks.verify import DEFAULT_SIZES, random_sizes, verify_export
 
     manifest = Manifest.load(export_dir)
     chosen = [parse_size(s, padded=True) for s in sizes] or list(DEFAULT_SIZES)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import main
-from .options import parse_size
+from .options import backend_option, device_option, parse_size, resolve_export
 
 
 @main.command("bench")
@@ -24,15 +24,13 @@ from .options import parse_size
 @click.option("--json", "as_json", is_flag=True)
 def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> None:
     """Time each stage, whole encode/decode and the host part per backend, against the PyTorch reference."""
-    from ..demo import default_export
-    from ..errors import InputError
-    from ..evaluation.bench import bench, parse_backend
+    from ..backends import parse_backend_spec
+    from ..evaluation.bench import bench
 
     for spec in backends:
-        if parse_backend(spec, device)[0] not in ("onnxruntime", "torch", "tensorrt"):
-            raise InputError(f"unknown backend {spec!r}: expected onnxruntime, torch or tensorrt[:fp32|fp16][@DEVICE]")
+        parse_backend_spec(spec, device)  # every spec checked before anything is timed
     console = Console(stderr=True)
-    result = bench(str(export_dir or default_export()), list(backends) or ["onnxruntime", "torch"], parse_size(size),
+    result = bench(resolve_export(export_dir), list(backends) or ["onnxruntime", "torch"], parse_size(size),
                    repeat, warmup, device, progress=lambda n: console.print(f"  timing {n}"))
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -40,15 +38,17 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
     ref = result["reference"]
     table = Table(title=f"{result['export']} at {size}, median of {repeat} runs ({result['threads']} threads)")
     for col in ("runner", "encode s", "decode s", "encode / ref", "decode / ref", "outside stages (enc/dec) s",
-                "peak MB"):
+                "entropy enc/dec ms", "peak MB", "open s / MB"):
         table.add_column(col, justify="right")
     table.add_row("PyTorch reference model", f"{ref['encode']['median']:.3f}", f"{ref['decode']['median']:.3f}", "1.00",
-                  "1.00", "", f"{ref['peak_mb']:.0f}")
+                  "1.00", "", "", f"{ref['peak_mb']:.0f}", "")
     for b in result["backends"]:
+        h = b["host"]
         table.add_row(b["backend"], f"{b['encode']['median']:.3f}", f"{b['decode']['median']:.3f}",
                       f"{b['ratio_encode']:.2f}", f"{b['ratio_decode']:.2f}",
-                      f"{b['host']['encode_outside_stages']['median']:.3f} / "
-                      f"{b['host']['decode_outside_stages']['median']:.3f}", f"{b['peak_mb']:.0f}")
+                      f"{h['encode_outside_stages']['median']:.3f} / {h['decode_outside_stages']['median']:.3f}",
+                      f"{1000 * h['encode_entropy']['median']:.1f} / {1000 * h['decode_entropy']['median']:.1f}",
+                      f"{b['peak_mb']:.0f}", f"{b['open_seconds']:.2f} / {b['open_mb']:.0f}")
     Console().print(table)
     stages = Table(title="per stage, median ms (encode / decode)")
     stages.add_column("stage")
@@ -70,19 +70,28 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
               help="Export to evaluate (repeatable; default: the two embedded demo models, tiny-phase2 and tiny-base).")
 @click.option("--label", "labels", multiple=True, help="Curve label per --export (same label = same RD curve).")
 @click.option("--heldout", is_flag=True, help="Also use the bundled held-out images (rocket, china, flower).")
-@click.option("--jpeg", is_flag=True, help="Also report JPEG's PSNR at each image's bits per pixel.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
-              show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--plot", type=click.Path(dir_okay=False), help="Draw the RD curves (with JPEG's) to this PNG.")
+@click.option("--anchor", "anchors", multiple=True, type=click.Choice(["jpeg", "webp", "avif", "all"]),
+              help="Also report this Pillow codec's PSNR at each image's bits per pixel, and BD-rates against its "
+                   "curve (repeatable; all: every one this Pillow has).")
+@click.option("--jpeg", is_flag=True, help="Same as --anchor jpeg.")
+@click.option("--progressive", is_flag=True, help="Also report, per coding step, the bytes a progressive decoder "
+              "needs, the PSNR of its preview and the time to decode it (first export only).")
+@backend_option
+@device_option
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw the RD curves (with the anchors') to this PNG.")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(images, exports, labels, heldout, jpeg, backend, device, plot, as_json) -> None:
+def eval_cmd(images, exports, labels, heldout, anchors, jpeg, progressive, backend, device, plot, as_json) -> None:
     """Bits per pixel (from the real streams, per scale and per step), PSNR and MS-SSIM per image and mean;
-    RD curves and BD-rates between labelled exports."""
-    from ..demo import default_export
+    RD curves and BD-rates between labelled exports and against JPEG, WebP and AVIF."""
+    from ..bundled import default_export
     from ..errors import InputError
-    from ..evaluation.evaluate import evaluate, load_images, mean_jpeg_curve, plot_rd
-    from ..evaluation.metrics import bd_rate
+    from ..evaluation.evaluate import bd_rates, evaluate, load_images, mean_anchor_curve, plot_rd
+    from ..evaluation.metrics import available_anchors
+
+    chosen = available_anchors() if "all" in anchors else list(dict.fromkeys([*anchors, *(["jpeg"] if jpeg else [])]))
+    missing = [a for a in chosen if a not in available_anchors()]
+    if missing:
+        raise InputError(f"this Pillow cannot encode {', '.join(missing)}")
 
     pics = load_images(list(images), heldout)
     if not pics:
@@ -94,22 +103,22 @@ def eval_cmd(images, exports, labels, heldout, jpeg, backend, device, plot, as_j
     else:  # the two embedded demo models: Phase 2 against its HPCM-Base twin
         pairs = [(str(default_export()), "demo tiny-phase2"), (str(default_export(base=True)), "demo tiny-base")]
     console = Console(stderr=True)
-    results = evaluate(pairs, pics, backend, device, jpeg, progress=lambda lab, n: console.print(f"  {lab}: {n}"))
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for r in results:
-        curves.setdefault(r.label, []).append((r.mean("bpp"), r.mean("psnr")))
-    bd = {}
-    for a in curves:
-        for b in curves:
-            if a != b and len(curves[a]) >= 2 and len(curves[b]) >= 2:
-                bd[f"{b} vs {a}"] = bd_rate(curves[a], curves[b])
+    results = evaluate(pairs, pics, backend, device, tuple(chosen),
+                       progress=lambda lab, n: console.print(f"  {lab}: {n}"))
+    curves = {a: mean_anchor_curve(pics, a) for a in chosen} if chosen or plot else {}
+    if plot and not curves:
+        curves = {"jpeg": mean_anchor_curve(pics, "jpeg")}
+    bd = bd_rates(results, curves)
     if plot:
-        plot_rd(results, plot, mean_jpeg_curve(pics))
+        plot_rd(results, plot, curves)
+    previews = _previews(pairs[0][0], pics, backend, device) if progressive else {}
     if as_json:
-        click.echo(json.dumps({"exports": [r.as_dict() for r in results], "bd_rate_percent": bd}, indent=2))
+        click.echo(json.dumps({"exports": [r.as_dict() for r in results], "bd_rate_percent": bd,
+                               "anchor_curves": curves, "progressive": previews}, indent=2))
         return
     table = Table(title=f"{len(pics)} images, {backend}")
-    for col in ("export", "image", "bpp", "PSNR dB", "MS-SSIM dB", "bpp s1/s2/s3/z", "JPEG PSNR at same bpp"):
+    for col in ("export", "image", "bpp", "PSNR dB", "MS-SSIM dB", "bpp s1/s2/s3/z",
+                *(f"{a.upper()} PSNR at same bpp" for a in chosen)):
         table.add_column(col)
     for r in results:
         for row in [*r.images, None]:
@@ -118,18 +127,40 @@ def eval_cmd(images, exports, labels, heldout, jpeg, backend, device, plot, as_j
                 m, sc = d["mean"], d["mean_bpp_per_scale"]
                 cells = ("[bold]mean[/]", f"{m['bpp']:.4f}", f"{m['psnr']:.2f}", f"{m['ms_ssim_db']:.2f}",
                          f"{sc['s1']:.3f}/{sc['s2']:.3f}/{sc['s3']:.3f}/{sc['z']:.3f}",
-                         f"{m['jpeg_psnr']:.2f}" if jpeg else "")
+                         *(f"{m[a + '_psnr']:.2f}" for a in chosen))
             else:
                 sc = row.bpp_per_scale
                 cells = (row.image, f"{row.bpp:.4f}", f"{row.psnr:.2f}", f"{row.ms_ssim_db:.2f}",
                          f"{sc['s1']:.3f}/{sc['s2']:.3f}/{sc['s3']:.3f}/{sc['z']:.3f}",
-                         "" if row.jpeg_psnr is None else f"{row.jpeg_psnr:.2f}")
+                         *("-" if row.anchors.get(a) is None else f"{row.anchors[a]:.2f}" for a in chosen))
             table.add_row(r.label, *cells)
     Console().print(table)
     for k, v in bd.items():
-        click.echo(f"BD-rate {k}: {v:+.2f} %")
+        click.echo(f"BD-rate {k}: " + ("n/a (PSNR ranges do not overlap)" if v is None else f"{v:+.2f} %"))
+    if previews:
+        _print_previews(previews, pairs[0][1])
     if plot:
         click.echo(f"wrote {plot}")
+
+
+def _previews(export: str, pics: dict, backend: str, device: str | None) -> dict[str, list[dict]]:
+    from dataclasses import asdict
+
+    from ..codec import Codec
+    from ..evaluation.evaluate import progressive_points
+
+    with Codec(export, backend=backend, device=device) as codec:
+        return {name: [asdict(p) for p in progressive_points(codec, img)] for name, img in pics.items()}
+
+
+def _print_previews(previews: dict[str, list[dict]], label: str) -> None:
+    table = Table(title=f"progressive decoding, {label}: bytes needed / PSNR of the preview / decode s")
+    table.add_column("image")
+    for k in range(1, 12):
+        table.add_column(f"{k} step{'s' if k > 1 else ''}", justify="right")
+    for name, points in previews.items():
+        table.add_row(name, *(f"{p['bytes']} / {p['psnr']:.2f} / {p['seconds']:.2f}" for p in points))
+    Console().print(table)
 
 
 @main.command("precision-cost")
@@ -144,10 +175,10 @@ def precision_cost_cmd(export_dir, images, fp16_export, heldout, as_json) -> Non
     top-k choice flips when an fp32 stream is decoded with fp16."""
     import tempfile
 
+    from ..artifacts.export import Manifest
     from ..errors import InputError
     from ..evaluation.evaluate import load_images
     from ..evaluation.precision import precision_cost
-    from ..exporting.manifest import Manifest
     from ..exporting.precision import derive_export
 
     pics = load_images(list(images), heldout)

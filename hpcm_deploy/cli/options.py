@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..backends import BACKENDS
 from ..config import HPCMConfig
 from ..errors import ConfigError
 
@@ -46,6 +47,40 @@ def parse_size(text: str, padded: bool = False) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"bad size {text!r}: expected HxW, e.g. 512x768") from None
-    if padded and (h <= 0 or w <= 0 or h % 256 or w % 256):
-        raise ConfigError(f"bad size {text!r}: padded sizes are positive multiples of 256")
+    if padded:
+        from ..artifacts.shapes import check_padded
+
+        check_padded((h, w), f"size {text!r}")
     return h, w
+
+
+def parse_memory(text: str) -> int | None | str:
+    """``"auto"`` (the default budget), ``"none"`` (never tile), or a size such as ``512M``, ``4G``, ``1073741824``."""
+    t = text.strip().lower()
+    if t in ("auto", "none"):
+        return "auto" if t == "auto" else None
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = t.removesuffix("ib").removesuffix("b")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, KeyError):
+        raise ConfigError(f"bad memory size {text!r}: use e.g. 512M, 4G, auto or none") from None
+    if value <= 0:
+        raise ConfigError(f"bad memory size {text!r}: must be positive")
+    return int(value)
+
+
+def resolve_export(export_dir: str | None, progress=None) -> str:
+    """The export a verb runs: the given folder, or the embedded demo model's (exported on first use)."""
+    if export_dir:
+        return export_dir
+    from ..bundled import default_export
+
+    return str(default_export(progress=progress))
+
+
+export_option = click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export directory "
+                             "(default: the embedded demo model, exported once into the user's cache folder).")
+backend_option = click.option("--backend", type=click.Choice(list(BACKENDS)), default="onnxruntime",
+                              show_default=True)
+device_option = click.option("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for tensorrt).")

@@ -12,22 +12,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import main
-
-backend_option = click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
-                              default="onnxruntime", show_default=True)
-export_option = click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export directory "
-                             "(default: the embedded demo model, exported to export/demo on first use).")
+from .options import backend_option, device_option, export_option, resolve_export
 
 
 @main.command()
 @export_option
 @backend_option
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@device_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (HTTP and gRPC).")
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
-@click.option("--max-batch", type=int, default=8, show_default=True, help="Largest batch Triton's dynamic batcher "
-              "forms (requests of one padded size are coded together).")
+@click.option("--max-batch", type=int, default=8, show_default=True, help="Most images coded in one batch (images "
+              "of one padded size are coded together), and most requests each model takes in at once (one Triton "
+              "model instance each, at most 8).")
 @click.option("--max-queue-delay-ms", type=float, default=5.0, show_default=True, help="How long the batcher may "
               "hold a request to fill a batch.")
 def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, max_queue_delay_ms) -> None:
@@ -48,7 +45,7 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     console = Console(stderr=True)
     try:
-        codec = Codec(export_dir, backend=backend, device=device, max_batch=max_batch)
+        codec = Codec(resolve_export(export_dir), backend=backend, device=device, max_batch=max_batch)
         server = CodecServer(codec, host=host, http_port=http_port, grpc_port=grpc_port, max_batch=max_batch,
                              max_queue_delay_ms=max_queue_delay_ms, triton_log=verbose)
         if stop.is_set():
@@ -97,7 +94,8 @@ def bulk(verb, input_dir, output_dir, export_dir, backend, device, workers, gpus
                                   soft_wrap=True)
             bar.update(task, advance=1, description=item.source.name)
 
-        report = run_bulk(verb, jobs, export_dir, progress, backend=backend, device=device, workers=workers,
+        report = run_bulk(verb, jobs, resolve_export(export_dir), progress, backend=backend, device=device,
+                          workers=workers,
                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_size=batch_size,
                           address=address, object_store_memory=object_store_mb * 1024**2 if object_store_mb else None,
                           verbose=verbose)

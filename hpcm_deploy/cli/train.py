@@ -16,6 +16,9 @@ from .options import parse_overrides, set_option
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--lr-drop-at", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+              help="Fraction of --steps after which the learning rate drops to lr/5 (changing --steps when resuming "
+              "moves the drop).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads (two runs side by side "
               "on one thread each use a 2-core machine best).")
@@ -25,12 +28,13 @@ from .options import parse_overrides, set_option
 @click.option("--init", type=click.Path(dir_okay=False, exists=True), help="Start a new run from these weights "
               "(e.g. hpcm_deploy/data/demo_tiny_phase2.pt) instead of a random initialisation.")
 @set_option
-def train_cmd(preset, lmbda, steps, batch, crop, lr, seed, threads, out, no_resume, init, overrides) -> None:
+def train_cmd(preset, lmbda, steps, batch, crop, lr, lr_drop_at, seed, threads, out, no_resume, init,
+              overrides) -> None:
     """Train a model with the HPCM rate-distortion loss; resumes from OUT/checkpoint.pt."""
     from ..training.train import TrainSettings, train
 
     settings = TrainSettings(preset=preset, lmbda=lmbda, steps=steps, batch=batch, crop=crop, lr=lr,
-                             lr_final=lr / 5, seed=seed, threads=threads,
+                             lr_final=lr / 5, lr_drop_at=lr_drop_at, seed=seed, threads=threads,
                              overrides=tuple(sorted(parse_overrides(overrides).items())))
     weights = train(out, settings, resume=not no_resume, init=init)
     click.echo(f"wrote {weights}")

@@ -1,39 +1,50 @@
-"""``hpcm_deploy.Codec``: compress and decompress images with an export on any backend."""
+"""``hpcm_deploy.Codec``: compress and decompress images with an export (or a model) on any backend."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..artifacts.export import Manifest, model_fingerprint
+from ..artifacts.shapes import size_of_z_grid, z_grid
 from ..backends import open_backend
 from ..backends.base import Backend
 from ..backends.torch_backend import TorchBackend
+from ..config import DEFAULT_MAX_PIXELS
 from ..entropy.tables import EntropyTables
 from ..errors import BitstreamError, InputError
-from ..exporting.manifest import Manifest, model_fingerprint
 from ..image import crop_image, pad_image, padded_size
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
-from ..runtime.runner import ProgramRunner
-from ..stages import CodingProgram, build_program
+from ..runtime.limits import default_tile_budget, memory_problem, size_problem
+from ..runtime.runner import Decoded, ProgramRunner
+from ..stages import build_program
 from . import container
-from .images import ImageInfo, from_tensor, to_tensor
+from .images import ImageInfo, from_tensor, image_size, parse_alpha, to_tensor
+
+DEFAULT_MAX_BATCH = 8
 
 
 @dataclass
 class CompressResult:
-    """One compressed image and what it cost."""
+    """One compressed image and what it cost. With ``compress_detailed(..., symbols=True)`` also what the
+    encoder decided: the y symbols and CDF indexes of each coding step, the z symbols and the top-k choices."""
 
     stream: bytes
     height: int
     width: int
     timings: dict[str, Any] = field(default_factory=dict)
+    symbols: list[np.ndarray] | None = None  # per coding step, this image's packed y symbols (int32)
+    indexes: list[np.ndarray] | None = None  # per coding step, the CDF index of each symbol
+    z_symbols: np.ndarray | None = None  # [N, H/64, W/64] int32
+    choices: dict[int, np.ndarray] | None = None  # coding step -> chosen bank slots (Phase 2)
 
     @property
     def bpp(self) -> float:
@@ -42,59 +53,105 @@ class CompressResult:
 
 @dataclass
 class DecompressResult:
+    """One decoded image; with ``symbols=True`` also the symbols and CDF indexes the decoder read."""
+
     image: Any
     height: int
     width: int
     timings: dict[str, Any] = field(default_factory=dict)
+    symbols: list[np.ndarray] | None = None
+    indexes: list[np.ndarray] | None = None
+    choices: dict[int, np.ndarray] | None = None
+    steps: int = 11  # coding steps decoded from the stream (fewer: a preview, or a truncated stream)
+    offsets: list[int] | None = None  # with symbols=True: bytes of the y payload read after each decoded step
+
+
+@dataclass
+class Decisions:
+    """The discontinuous decisions a decoder takes: CDF indexes per coding step and top-k choices."""
+
+    indexes: list[np.ndarray]
+    choices: dict[int, np.ndarray]
 
 
 class Codec:
     """Compresses and decompresses images with a coding program on a backend.
 
-    ``Codec("export/tiny-phase2")`` runs ONNX Runtime on the CPU; ``backend="torch"`` runs the reference
-    stages; ``backend="tensorrt"`` runs engines built by ``hpcm-deploy build-engine`` (``engines=DIR``).
-    Images of different sizes are grouped by padded size and each group runs as a batch.
+    ``Codec("export/tiny-phase2")`` runs the export's graphs in ONNX Runtime (the default backend) on the CPU;
+    ``backend="torch"`` runs the reference stages from the export's weights; ``backend="tensorrt"`` runs engines
+    built by ``hpcm-deploy build-engine`` (``engines=DIR``). ``device`` defaults to the backend's own (the CPU;
+    the GPU for TensorRT). ``Codec(model)`` (or :meth:`from_model`) runs a reference model's stages in PyTorch
+    without an export. Backend options are keyword arguments (or ``options=``) and are checked against the
+    backend's own options (:mod:`hpcm_deploy.backends`).
+
+    Images of different sizes are grouped by padded size and each group runs as a batch of at most
+    ``max_batch`` (and at most what the backend accepts).
+
+    Size and memory: ``g_a``/``g_s`` run in overlapping tiles when running them whole would need more than
+    ``memory`` bytes (default: 1 GiB, or a quarter of a smaller machine; None: never tile), which keeps large
+    photos within bounded memory. Images and streams of more than ``max_pixels`` pixels (default 64 MP; None:
+    no limit) are refused before anything is allocated, and so is anything whose estimated working memory
+    exceeds what the machine has available.
+
+    Streams: version 3 (interleaved rANS lanes, fast to decode, decodable from a prefix) by default;
+    ``legacy_streams=True`` writes versions 1 and 2 (CompressAI payloads, readable by older hpcm-deploy). Every
+    version is read.
+
+    Alpha: an image with an alpha channel is refused (``alpha="refuse"``) unless ``alpha="drop"`` discards it or
+    a background colour (``"white"``, ``"black"``, ``"#rrggbb"``) composites the image on it before coding
+    (:mod:`hpcm_deploy.codec.images`).
+
+    Threads: a codec may be shared between threads. Its calls are serialised (one batch runs at a time on its
+    backend, whose state such as TensorRT contexts and scratch memory is not re-entrant); for parallel work,
+    open one codec per thread or worker.
     """
 
-    def __init__(self, export: str | os.PathLike | None = None, backend: str = "onnxruntime", device: str = "cpu",
-                 *, engines: str | os.PathLike | None = None, max_batch: int = 8,
-                 margins: Margins | None = DEFAULT_MARGINS,
-                 **backend_options: Any) -> None:
-        if export is None:
-            from ..demo import default_export
-
-            export = default_export()
-        self.manifest = Manifest.load(export)
-        options = dict(backend_options)
-        if engines is not None:
-            options["engines"] = engines
+    def __init__(self, source: str | os.PathLike | Manifest | HPCM, backend: str | None = None,
+                 device: str | None = None, *, options: Mapping[str, Any] | object | None = None,
+                 max_batch: int | None = None, margins: Margins | None = DEFAULT_MARGINS,
+                 memory: int | None | str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 legacy_streams: bool = False, alpha: Any = "refuse", **backend_options: Any) -> None:
+        parse_alpha(alpha)  # a bad choice fails before anything is loaded
+        if isinstance(source, HPCM):
+            if backend not in (None, "torch") or options or backend_options:
+                raise InputError("a model without an export runs on the torch backend, without backend options")
+            model = source.eval()
+            self.manifest = None
+            self.tables = EntropyTables.from_model(model)
+            self.program = build_program(model.config)
+            self.fingerprint = model_fingerprint(model.config, model.state_dict(), self.tables.digest())
+            self.backend: Backend = TorchBackend(model, self.program, device or "cpu")
+            fixed_batch = None
+        else:
+            if source is None:
+                raise InputError("Codec needs an export directory (hpcm_deploy.default_export() gives the embedded "
+                                 "demo model's)")
+            self.manifest = source if isinstance(source, Manifest) else Manifest.load(source)
+            merged = dict(options) if isinstance(options, Mapping) else options
+            if backend_options:
+                merged = {**(merged or {}), **backend_options}
+            self.program = self.manifest.program()
+            self.tables = EntropyTables.load(self.manifest.path("tables"))
+            self.fingerprint = self.manifest.fingerprint
+            self.backend = open_backend(backend or "onnxruntime", self.manifest, device, merged)
+            fixed_batch = self.manifest.batch
         self.margins = margins
-        self._setup(self.manifest.program(), open_backend(backend, self.manifest, device, **options),
-                    EntropyTables.load(self.manifest.path("tables")), self.manifest.fingerprint,
-                    self.manifest.batch, max_batch)
+        self.memory = default_tile_budget() if memory == "auto" else memory
+        self.max_pixels = max_pixels
+        self.legacy_streams = legacy_streams
+        self.alpha = alpha
+        self.fixed_batch = fixed_batch
+        limit = getattr(self.backend, "max_batch", None)  # e.g. the batch range TensorRT engines were built for
+        self.max_batch = fixed_batch or min(max_batch or DEFAULT_MAX_BATCH, limit or DEFAULT_MAX_BATCH)
+        self._fp = container.fingerprint_bytes(self.fingerprint)
+        self._runner = ProgramRunner(self.program, self.backend, self.tables, self.memory)
+        self._lock = threading.RLock()
 
     @classmethod
-    def from_model(cls, model: HPCM, device: str = "cpu", max_batch: int = 8,
-                   margins: Margins | None = DEFAULT_MARGINS) -> Codec:
-        """A codec running the reference model's stages in PyTorch, without an export."""
-        self = cls.__new__(cls)
-        self.manifest = None
-        self.margins = margins
-        model = model.eval()
-        tables = EntropyTables.from_model(model)
-        program = build_program(model.config)
-        fp = model_fingerprint(model.config, model.state_dict(), tables.digest())
-        self._setup(program, TorchBackend(model, program, device), tables, fp, None, max_batch)
-        return self
-
-    def _setup(self, program: CodingProgram, backend: Backend, tables: EntropyTables, fingerprint: str,
-               fixed_batch: int | None, max_batch: int) -> None:
-        self.program, self.backend, self.tables = program, backend, tables
-        self.fingerprint = fingerprint
-        self._fp = container.fingerprint_bytes(fingerprint)
-        self.runner = ProgramRunner(program, backend, tables)
-        self.fixed_batch = fixed_batch
-        self.max_batch = fixed_batch or max_batch
+    def from_model(cls, model: HPCM, device: str | None = None, **options: Any) -> Codec:
+        """A codec running the reference model's stages in PyTorch, without an export (options as for the
+        constructor)."""
+        return cls(model, backend="torch", device=device, **options)
 
     # ------------------------------------------------------------------ helpers
     def _batches(self, sizes: list[tuple[int, int]]) -> list[list[int]]:
@@ -112,6 +169,19 @@ class Codec:
             return x.to(self.backend.device)
         return self.backend.from_host(x.detach().cpu().numpy())
 
+    def _check_size(self, sizes: list[tuple[int, int]], what: str) -> None:
+        """Refuse, before anything is allocated, images over ``max_pixels`` or over this machine's memory."""
+        error = BitstreamError if what == "stream" else InputError
+        for h, w in sizes:
+            problem = size_problem(h, w, self.max_pixels, what)
+            if problem:
+                raise error(problem)
+        for members in self._batches(sizes):
+            ph, pw = padded_size(*sizes[members[0]])
+            problem = memory_problem(self.program.config, ph, pw, len(members), self.memory, what)
+            if problem:
+                raise error(problem)
+
     def _fill(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Repeat the last image up to a fixed export batch; returns the batch and how many are real."""
         n = x.shape[0]
@@ -126,18 +196,17 @@ class Codec:
         results = self.compress_detailed([images] if single else list(images))
         return results[0].stream if single else [r.stream for r in results]
 
-    def compress_detailed(self, images: Sequence[Any]) -> list[CompressResult]:
-        """Compress a list of images; each result carries its stream, bits per pixel and timings."""
-        converted = [to_tensor(img) for img in images]
+    def compress_detailed(self, images: Sequence[Any], symbols: bool = False) -> list[CompressResult]:
+        """Compress a list of images; each result carries its stream, bits per pixel and timings (and, with
+        ``symbols``, the encoder's symbols, CDF indexes and choices)."""
+        self._check_size([image_size(img) for img in images], "image")
+        converted = [to_tensor(img, alpha=self.alpha) for img in images]
         results: list[CompressResult | None] = [None] * len(converted)
         for members in self._batches([(t.shape[1], t.shape[2]) for t, _ in converted]):
-            padded = []
-            for i in members:
-                p, _ = pad_image(converted[i][0].unsqueeze(0))
-                padded.append(p)
-            x, real = self._fill(torch.cat(padded))
+            x, real = self._fill(torch.cat([pad_image(converted[i][0].unsqueeze(0))[0] for i in members]))
             start = time.perf_counter()
-            enc = self.runner.encode(self._to_backend(x), margins=self.margins)
+            with self._lock:
+                enc = self._runner.encode(self._to_backend(x), margins=self.margins, lanes=not self.legacy_streams)
             total = time.perf_counter() - start
             timings = {**enc.timings.as_dict(), "total": total, "batch": real}
             for j, i in enumerate(members):
@@ -145,47 +214,143 @@ class Codec:
                 side = enc.side[j].to_bytes() if enc.side and enc.side[j] else b""
                 timings_j = {**timings, "signalled": enc.side[j].count if enc.side else 0, "side_bytes": len(side)}
                 box = container.Container(self._fp, t.shape[1], t.shape[2], info.channels, info.bit_depth,
-                                          enc.z_strings[j], enc.y_strings[j], side)
-                results[i] = CompressResult(box.to_bytes(), t.shape[1], t.shape[2], timings_j)
+                                          enc.z_strings[j], enc.y_strings[j], side, lanes=not self.legacy_streams)
+                result = CompressResult(box.to_bytes(), t.shape[1], t.shape[2], timings_j)
+                if symbols:
+                    result.symbols = [s[j] for s in enc.symbols]
+                    result.indexes = [s[j] for s in enc.indexes]
+                    result.z_symbols = enc.z_symbols[j]
+                    result.choices = {k: slots[j] for k, (slots, _) in enc.choices.items()}
+                results[i] = result
         return [r for r in results if r is not None]
 
-    def decompress(self, streams: bytes | Sequence[bytes], kind: str = "pil", device: str | None = None) -> Any:
+    def decompress(self, streams: bytes | Sequence[bytes], kind: str = "pil", device: str | None = None,
+                   partial: bool = False) -> Any:
         """One stream -> one image; a list -> a list. ``kind``: ``"pil"``, ``"numpy"`` or ``"torch"`` (on
-        ``device``, default the backend's). Greyscale and 16-bit originals come back as such."""
+        ``device``, default the backend's). Greyscale and 16-bit originals come back as such. ``partial``: a
+        stream may be truncated (the first bytes of a version 3 file): it decodes as far as it goes, the rest of
+        the image predicted from what was decoded (see :meth:`decompress_progressive`)."""
         single = isinstance(streams, (bytes, bytearray, memoryview))
-        results = self.decompress_detailed([bytes(streams)] if single else [bytes(s) for s in streams], kind, device)
+        items = [bytes(streams)] if single else [bytes(s) for s in streams]
+        results = self.decompress_detailed(items, kind, device, partial=partial)
         return results[0].image if single else [r.image for r in results]
 
-    def decompress_detailed(self, streams: Sequence[bytes], kind: str = "pil",
-                            device: str | None = None) -> list[DecompressResult]:
+    def decompress_detailed(self, streams: Sequence[bytes], kind: str = "pil", device: str | None = None,
+                            symbols: bool = False, partial: bool = False) -> list[DecompressResult]:
+        """Decompress a list of streams; each result carries its image, timings and ``steps`` (the coding steps
+        decoded from the stream: 11 unless ``partial`` and truncated); with ``symbols``, also the symbols, CDF
+        indexes and choices the decoder read and took."""
         if kind not in ("pil", "numpy", "torch"):
             raise InputError(f"kind must be pil, numpy or torch, not {kind!r}")
-        boxes = [container.parse(s, self._fp) for s in streams]
+        boxes = [container.parse(s, self._fp, partial=partial) for s in streams]
+        self._check_size([(b.height, b.width) for b in boxes], "stream")
         results: list[DecompressResult | None] = [None] * len(boxes)
         for members in self._batches([(b.height, b.width) for b in boxes]):
-            h, w = padded_size(boxes[members[0]].height, boxes[members[0]].width)
-            y_strings = [boxes[i].y for i in members]
-            z_strings = [boxes[i].z for i in members]
-            side = [SideInfo.from_bytes(boxes[i].side) if boxes[i].side else None for i in members]
-            while self.fixed_batch and len(y_strings) < self.fixed_batch:
-                y_strings.append(y_strings[-1])
-                z_strings.append(z_strings[-1])
-                side.append(side[-1])
+            group = [boxes[i] for i in members]
             start = time.perf_counter()
-            try:
-                dec = self.runner.decode(y_strings, z_strings, (h // 64, w // 64), side=side)
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise BitstreamError(f"stream could not be decoded ({str(exc).splitlines()[0]})") from None
-            total = time.perf_counter() - start
-            x_hat = dec.x_hat if isinstance(dec.x_hat, torch.Tensor) else torch.from_numpy(
-                np.asarray(self.backend.to_host(dec.x_hat)))
-            timings = {**dec.timings.as_dict(), "total": total, "batch": len(members)}
-            for j, i in enumerate(members):
-                box = boxes[i]
-                img = crop_image(x_hat[j:j + 1], (box.height, box.width))[0]
-                info = ImageInfo(kind, box.channels, box.bit_depth, device=device or self.backend.device)
-                results[i] = DecompressResult(from_tensor(img, info), box.height, box.width, timings)
+            with self._lock:
+                dec = next(self._decode(group, partial=partial))
+            self._finish(dec, group, members, results, kind, device, symbols, time.perf_counter() - start)
         return [r for r in results if r is not None]
+
+    def decompress_progressive(self, stream: bytes, every: str = "scale", kind: str = "pil",
+                               device: str | None = None, partial: bool = True) -> Any:
+        """Progressive decoding: yields :class:`DecompressResult` previews, coarse to fine, then the full image.
+
+        ``every="scale"``: after scales 1 and 2 (2 and 5 of the 11 coding steps); ``"step"``: after each step.
+        Each preview decodes the steps so far exactly and fills the positions not yet decoded with the means the
+        context model predicts for them; ``result.steps`` says how many steps it holds. A truncated stream
+        (``partial``, the default here) yields the previews its bytes reach and then its best image."""
+        if every not in ("scale", "step"):
+            raise InputError(f"every must be 'scale' or 'step', not {every!r}")
+        box = container.parse(bytes(stream), self._fp, partial=partial)
+        self._check_size([(box.height, box.width)], "stream")
+        after = (2, 5) if every == "scale" else tuple(range(1, 11))
+        start = time.perf_counter()
+        with self._lock:
+            decodes = list(self._decode([box], after=after, partial=partial))
+        seconds = time.perf_counter() - start
+        # a truncated stream makes the previews past its end the same image: keep one per step count
+        last = {dec.steps[0]: n for n, dec in enumerate(decodes)}
+        for n, dec in enumerate(decodes):
+            if last[dec.steps[0]] != n:
+                continue
+            out: list[DecompressResult | None] = [None]
+            self._finish(dec, [box], [0], out, kind, device, False, seconds)
+            assert out[0] is not None
+            yield out[0]
+
+    def preview(self, stream: bytes, steps: int, kind: str = "pil", device: str | None = None,
+                partial: bool = True) -> DecompressResult:
+        """The image after the first ``steps`` of the 11 coding steps (2: end of scale 1, 5: end of scale 2),
+        decoding only as far as that; the positions not yet decoded take their predicted means. A truncated
+        stream gives what its bytes reach (``result.steps``)."""
+        total = len(self.program.code_steps)
+        if not 1 <= steps <= total:
+            raise InputError(f"a preview holds 1 ... {total} coding steps, not {steps}")
+        box = container.parse(bytes(stream), self._fp, partial=partial)
+        self._check_size([(box.height, box.width)], "stream")
+        start = time.perf_counter()
+        with self._lock:
+            decodes = self._decode([box], after=(steps,) if steps < total else (), partial=partial)
+            dec = next(decodes)
+            decodes.close()  # the rest of the stream is not decoded
+        out: list[DecompressResult | None] = [None]
+        self._finish(dec, [box], [0], out, kind, device, False, time.perf_counter() - start)
+        assert out[0] is not None
+        return out[0]
+
+    def _decode(self, group: list[container.Container], after: tuple[int, ...] = (),
+                partial: bool = False) -> Any:
+        """Run the decoder on streams of one padded size (filled up to a fixed export batch)."""
+        size = padded_size(group[0].height, group[0].width)
+        y_strings, z_strings = [b.y for b in group], [b.z for b in group]
+        side = [SideInfo.from_bytes(b.side) if b.side else None for b in group]
+        while self.fixed_batch and len(y_strings) < self.fixed_batch:
+            y_strings.append(y_strings[-1])
+            z_strings.append(z_strings[-1])
+            side.append(side[-1])
+        lanes = group[0].lanes
+        if any(b.lanes != lanes for b in group):  # cannot happen through decompress: groups share a version
+            raise BitstreamError("streams of different versions cannot be decoded as one batch")
+        try:
+            yield from self._runner.decode_previews(y_strings, z_strings, z_grid(size), after, side=side,
+                                                    lanes=lanes, partial=partial)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise BitstreamError(f"stream could not be decoded ({str(exc).splitlines()[0]})") from None
+
+    def _finish(self, dec: Decoded, group: list[container.Container], members: list[int], results: list,
+                kind: str, device: str | None, symbols: bool, seconds: float) -> None:
+        """Crop and convert the decoded batch into one result per image."""
+        x_hat = dec.x_hat if isinstance(dec.x_hat, torch.Tensor) else torch.from_numpy(
+            np.asarray(self.backend.to_host(dec.x_hat)))
+        timings = {**dec.timings.as_dict(), "total": seconds, "batch": len(members)}
+        for j, i in enumerate(members):
+            box = group[j]
+            img = crop_image(x_hat[j:j + 1], (box.height, box.width))[0]
+            info = ImageInfo(kind, box.channels, box.bit_depth, device=device or self.backend.device)
+            result = DecompressResult(from_tensor(img, info), box.height, box.width, timings, steps=dec.steps[j])
+            if symbols:
+                result.symbols = [s[j] for s in dec.symbols]
+                result.indexes = [s[j] for s in dec.indexes]
+                result.choices = {k: slots[j] for k, (slots, _) in dec.choices.items()}
+                result.offsets = [o[j] for o in dec.offsets][: result.steps]
+            results[i] = result
+
+    def replay(self, result: CompressResult) -> Decisions:
+        """The decisions this codec's decoder takes when it is handed the encoder's symbols (teacher forcing),
+        so that one differing decision does not desynchronise the rest. ``result`` comes from
+        ``compress_detailed(..., symbols=True)``, possibly of another codec of the same model (e.g. fp32 encoder,
+        fp16 decoder)."""
+        if result.symbols is None or result.z_symbols is None:
+            raise InputError("replay needs a result of compress_detailed(..., symbols=True)")
+        size = padded_size(result.height, result.width)
+        if size_of_z_grid(tuple(result.z_symbols.shape[-2:])) != size:
+            raise InputError("the result's symbols do not match its image size")
+        forced = (result.z_symbols[None], [s[None] for s in result.symbols])
+        with self._lock:
+            dec = self._runner.decode([], [], z_grid(size), replay=forced)
+        return Decisions([i[0] for i in dec.indexes], {k: slots[0] for k, (slots, _) in dec.choices.items()})
 
     def close(self) -> None:
         self.backend.close()
@@ -195,4 +360,3 @@ class Codec:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ExportError
 from .ggm import CDFTable
+from .lanes import LaneTable
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,14 @@ class EntropyTables:
     def from_model(cls, model) -> EntropyTables:
         model.update()
         return cls(model.table_y, model.table_z, model.scale_edges.cpu().numpy().astype(np.float32))
+
+    def lane_tables(self) -> tuple[LaneTable, LaneTable]:
+        """``(y, z)`` in the form the lane coder reads (built once, then kept)."""
+        cached = self.__dict__.get("_lanes")
+        if cached is None:
+            cached = (LaneTable.from_cdf_table(self.y), LaneTable.from_cdf_table(self.z))
+            object.__setattr__(self, "_lanes", cached)
+        return cached
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

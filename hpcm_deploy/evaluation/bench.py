@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..artifacts.export import Manifest
+from ..backends import parse_backend_spec
 from ..codec import Codec
-from ..exporting.manifest import Manifest
-from ..exporting.verify import random_image
-from ..image import pad_image
-from ..models.api import load_model
+from ..image import pad_image, random_image
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -66,17 +65,13 @@ class BackendBench:
     encode_stages: dict[str, dict[str, float]] = field(default_factory=dict)
     decode_stages: dict[str, dict[str, float]] = field(default_factory=dict)
     host: dict[str, dict[str, float]] = field(default_factory=dict)  # entropy, transfer, other host work
-    peak_mb: float = 0.0
+    peak_mb: float = 0.0  # growth of the process's resident memory while coding (after the codec was opened)
     gpu_peak_mb: float | None = None
+    open_seconds: float = 0.0  # opening the codec: loading the export, creating sessions or engines
+    open_mb: float = 0.0  # resident memory the open codec holds (weights, sessions)
+    entropy_msym_s: dict[str, float] = field(default_factory=dict)  # y symbols per second of entropy coding
     ratio_encode: float = float("nan")  # median encode time / the reference model's median compress time
     ratio_decode: float = float("nan")
-
-
-def parse_backend(spec: str, device: str) -> tuple[str, str, dict[str, Any]]:
-    """``name[:precision][@device]`` (e.g. ``tensorrt:fp16``, ``onnxruntime@cpu``) -> (name, device, options)."""
-    head, _, dev = spec.partition("@")
-    name, _, precision = head.partition(":")
-    return name, dev or device, ({"precision": precision} if precision else {})
 
 
 def _repeat(fn: Callable[[], Any], repeat: int, warmup: int) -> tuple[list[float], list[Any]]:
@@ -92,7 +87,7 @@ def _repeat(fn: Callable[[], Any], repeat: int, warmup: int) -> tuple[list[float
 
 def _time_reference(manifest: Manifest, x: torch.Tensor, repeat: int, warmup: int, device: str) -> dict[str, Any]:
     """The PyTorch reference model's compress and decompress of the padded image ``x``."""
-    model = load_model(checkpoint=manifest.path("weights"), seed=None, device=device)
+    model = manifest.load_model(device)
     xd = x.to(device)
     with PeakMemory() as mem:
         enc_t, encs = _repeat(lambda: model.compress(xd), repeat, warmup)
@@ -114,11 +109,14 @@ def bench(export: str, backends: list[str], size: tuple[int, int] = (512, 768), 
         progress("reference")
     out["reference"] = _time_reference(manifest, x, repeat, warmup, device)
     reference = out["reference"]
-    for spec in backends:
-        name, dev, options = parse_backend(spec, device)
+    parsed = [(spec, *parse_backend_spec(spec, device)) for spec in backends]  # all checked before any runs
+    for spec, name, dev, options in parsed:
         if progress:
             progress(spec)
-        codec = Codec(export, backend=name, device=dev, **options)
+        start = time.perf_counter()
+        with PeakMemory() as opened:
+            codec = Codec(manifest, backend=name, device=dev, options=options)
+        open_seconds = time.perf_counter() - start
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with PeakMemory() as mem:
@@ -135,7 +133,11 @@ def bench(export: str, backends: list[str], size: tuple[int, int] = (512, 768), 
             # everything that is not a stage: entropy coding not hidden behind the network, copies, Python
             host[f"{side}_outside_stages"] = summary([t - r.timings["network"] for t, r in zip(times, rs)])
         b = BackendBench(spec, summary(enc_t), summary(dec_t), stages_e, stages_d, host, mem.megabytes,
-                         torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None)
+                         torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+                         open_seconds, opened.megabytes)
+        symbols = manifest.config.M * (x.shape[-2] // 16) * (x.shape[-1] // 16)
+        b.entropy_msym_s = {side: symbols / max(host[f"{side}_entropy"]["median"], 1e-9) / 1e6
+                            for side in ("encode", "decode")}
         b.ratio_encode = b.encode["median"] / reference["encode"]["median"]
         b.ratio_decode = b.decode["median"] / reference["decode"]["median"]
         out["backends"].append(vars(b))

@@ -12,11 +12,8 @@ import numpy as np
 
 from ..codec import Codec
 from ..codec.container import HEADER_SIZE, parse
-from ..codec.images import to_tensor
-from ..entropy.coder import StreamWriter
-from ..image import pad_image
 from ..models.hpcm import CODING_STEPS
-from .metrics import jpeg_psnr_at, ms_ssim, ms_ssim_db, psnr
+from .metrics import anchor_psnr_at, bd_rate, ms_ssim, ms_ssim_db, psnr
 
 SCALE_OF_STEP = [s for s, _ in CODING_STEPS]
 
@@ -38,47 +35,38 @@ class ImageResult:
     bpp_per_scale: dict[str, float] = field(default_factory=dict)
     encode_seconds: float = 0.0
     decode_seconds: float = 0.0
-    jpeg_psnr: float | None = None  # JPEG (4:2:0, optimised) at the same bits per pixel
+    anchors: dict[str, float | None] = field(default_factory=dict)  # JPEG/WebP/AVIF PSNR at the same bpp
+
+    @property
+    def jpeg_psnr(self) -> float | None:
+        return self.anchors.get("jpeg")
 
 
-def step_bytes(symbols: list[np.ndarray], indexes: list[np.ndarray], codec: Codec) -> list[int]:
-    """Bytes each coding step adds to the y stream: the stream of steps 0..k, flushed, minus that of
-    steps 0..k-1 (rANS has no per-step boundary; these prefixes are real streams of the same coder)."""
-    sizes, prev = [], 0
-    for k in range(len(symbols)):
-        w = StreamWriter()
-        for s, i in zip(symbols[: k + 1], indexes[: k + 1]):
-            w.write(s, i, codec.tables.y)
-        n = len(w.finish())
-        sizes.append(n - prev)
-        prev = n
-    return sizes
-
-
-def evaluate_image(codec: Codec, name: str, image: np.ndarray, jpeg: bool = False) -> ImageResult:
-    """Compress and decompress one uint8 RGB image with ``codec``; bits from the container it wrote."""
+def evaluate_image(codec: Codec, name: str, image: np.ndarray, anchors: tuple[str, ...] = ()) -> ImageResult:
+    """Compress and decompress one uint8 RGB image with ``codec``; bits from the container it wrote, split per
+    coding step exactly where the decoder reads them (the y payload's words come in decoding order)."""
     start = time.perf_counter()
     stream = codec.compress(image)
     enc_s = time.perf_counter() - start
     start = time.perf_counter()
-    decoded = codec.decompress(stream, kind="numpy")
+    decoded = codec.decompress_detailed([stream], kind="numpy", symbols=True)[0]
     dec_s = time.perf_counter() - start
     box = parse(stream)
     h, w = image.shape[:2]
     px = h * w
-    # per-step bytes from the same symbols the encoder coded
-    x, _ = pad_image(to_tensor(image)[0].unsqueeze(0))
-    enc = codec.runner.encode(codec._to_backend(x))
-    per_step = [8 * b / px for b in step_bytes([s[0] for s in enc.symbols], [i[0] for i in enc.indexes], codec)]
+    assert decoded.offsets is not None
+    ends = [0, *decoded.offsets]
+    per_step = [8 * (b - a) / px for a, b in zip(ends[:-1], ends[1:])]
     per_scale = {f"s{s}": sum(b for b, sc in zip(per_step, SCALE_OF_STEP) if sc == s) for s in (1, 2, 3)}
     per_scale["z"] = 8 * len(box.z) / px
-    value = ms_ssim(image, decoded)
+    value = ms_ssim(image, decoded.image)
+    bpp = 8 * len(stream) / px
     return ImageResult(
-        image=name, height=h, width=w, bpp=8 * len(stream) / px, bpp_z=8 * len(box.z) / px,
+        image=name, height=h, width=w, bpp=bpp, bpp_z=8 * len(box.z) / px,
         bpp_y=8 * len(box.y) / px, bpp_side=8 * len(box.side) / px, bpp_header=8 * (HEADER_SIZE + 4) / px,
-        psnr=psnr(image, decoded), ms_ssim=value, ms_ssim_db=ms_ssim_db(value), bpp_per_step=per_step,
+        psnr=psnr(image, decoded.image), ms_ssim=value, ms_ssim_db=ms_ssim_db(value), bpp_per_step=per_step,
         bpp_per_scale=per_scale, encode_seconds=enc_s, decode_seconds=dec_s,
-        jpeg_psnr=jpeg_psnr_at(image, 8 * len(stream) / px) if jpeg else None)
+        anchors={a: anchor_psnr_at(image, bpp, a) for a in anchors})
 
 
 @dataclass
@@ -93,11 +81,15 @@ class ExportResult:
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("bpp", "bpp_y", "bpp_z", "bpp_side", "psnr", "ms_ssim", "ms_ssim_db", "encode_seconds",
-                "decode_seconds", "jpeg_psnr")
+                "decode_seconds")
         steps = np.mean([r.bpp_per_step for r in self.images], axis=0).tolist() if self.images else []
         scales = {k: float(np.mean([r.bpp_per_scale[k] for r in self.images])) for k in ("s1", "s2", "s3", "z")}
-        return {"export": self.export, "label": self.label, "mean": {k: self.mean(k) for k in keys},
-                "mean_bpp_per_step": steps, "mean_bpp_per_scale": scales, "images": [vars(r) for r in self.images]}
+        mean = {k: self.mean(k) for k in keys}
+        for name in dict.fromkeys(a for r in self.images for a in r.anchors):  # over the images it could code
+            values = [r.anchors[name] for r in self.images if r.anchors.get(name) is not None]
+            mean[f"{name}_psnr"] = float(np.mean(values)) if values else float("nan")
+        return {"export": self.export, "label": self.label, "mean": mean, "mean_bpp_per_step": steps,
+                "mean_bpp_per_scale": scales, "images": [vars(r) for r in self.images]}
 
 
 def load_images(paths: list[str | os.PathLike], heldout: bool = False) -> dict[str, np.ndarray]:
@@ -115,14 +107,15 @@ def load_images(paths: list[str | os.PathLike], heldout: bool = False) -> dict[s
 
 
 def evaluate(exports: list[tuple[str, str]], images: dict[str, np.ndarray], backend: str = "onnxruntime",
-             device: str = "cpu", jpeg: bool = False, progress=None) -> list[ExportResult]:
-    """Every export (path, label) on every image."""
+             device: str | None = None, anchors: tuple[str, ...] = (), progress=None) -> list[ExportResult]:
+    """Every export (path, label) on every image; ``anchors``: Pillow codecs (jpeg, webp, avif) whose PSNR at
+    each image's bits per pixel is reported beside it."""
     results = []
     for path, label in exports:
         codec = Codec(path, backend=backend, device=device)
         rows = []
         for name, img in images.items():
-            rows.append(evaluate_image(codec, name, img, jpeg))
+            rows.append(evaluate_image(codec, name, img, anchors))
             if progress:
                 progress(label, name)
         results.append(ExportResult(str(path), label, rows))
@@ -130,8 +123,31 @@ def evaluate(exports: list[tuple[str, str]], images: dict[str, np.ndarray], back
     return results
 
 
+def rd_curves(results: list[ExportResult]) -> dict[str, list[tuple[float, float]]]:
+    """Mean (bpp, PSNR) per label: exports that share a label form one rate-distortion curve."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        curves.setdefault(r.label, []).append((r.mean("bpp"), r.mean("psnr")))
+    return curves
+
+
+def bd_rates(results: list[ExportResult], anchors: dict[str, list[tuple[float, float]]] | None = None
+             ) -> dict[str, float | None]:
+    """BD-rate (%) of every curve against every other, for curves of two or more points:
+    ``{"B vs A": rate of B relative to A}`` (None where their PSNR ranges do not overlap); ``anchors``: more
+    curves to compare against (mean anchor curves)."""
+    curves = rd_curves(results)
+    out = {f"{b} vs {a}": bd_rate(curves[a], curves[b]) for a in curves for b in curves
+           if a != b and len(curves[a]) >= 2 and len(curves[b]) >= 2}
+    for name, points in (anchors or {}).items():
+        for label, pts in curves.items():
+            if len(pts) >= 2 and len(points) >= 2:
+                out[f"{label} vs {name}"] = bd_rate(points, pts)
+    return out
+
+
 def plot_rd(results: list[ExportResult], path: str | Path,
-            jpeg_points: list[tuple[float, float]] | None = None) -> None:
+            anchors: dict[str, list[tuple[float, float]]] | None = None) -> None:
     """Mean bits per pixel against mean PSNR, one curve per label (points sorted by rate)."""
     import matplotlib
 
@@ -139,15 +155,14 @@ def plot_rd(results: list[ExportResult], path: str | Path,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for r in results:
-        curves.setdefault(r.label, []).append((r.mean("bpp"), r.mean("psnr")))
-    for label, pts in curves.items():
+    for label, pts in rd_curves(results).items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
-    if jpeg_points:
-        pts = sorted(jpeg_points)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", color="gray", label="JPEG (Pillow, 4:2:0, optimised)")
+    names = {"jpeg": "JPEG (Pillow, 4:2:0, optimised)", "webp": "WebP (Pillow, method 6)",
+             "avif": "AVIF (Pillow, speed 4)"}
+    for name, points in (anchors or {}).items():
+        pts = sorted(points)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--", label=names.get(name, name))
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (dB)")
     ax.grid(True, alpha=0.3)
@@ -157,14 +172,47 @@ def plot_rd(results: list[ExportResult], path: str | Path,
     plt.close(fig)
 
 
-def mean_jpeg_curve(images: dict[str, np.ndarray],
-                    qualities=(2, 5, 10, 15, 20, 30, 40, 50, 60, 75, 90)) -> list[tuple[float, float]]:
-    """JPEG's mean (bpp, PSNR) over the images at each quality."""
-    from .metrics import jpeg_curve
+def mean_anchor_curve(images: dict[str, np.ndarray], codec: str = "jpeg", qualities=None
+                      ) -> list[tuple[float, float]]:
+    """An anchor codec's mean (bpp, PSNR) over the images at each of its qualities (default: a dozen spread
+    over its range)."""
+    from .metrics import ANCHORS, anchor_curve
 
+    if qualities is None:
+        q = ANCHORS[codec][2]
+        qualities = sorted({int(q[0] + (q[-1] - q[0]) * f) for f in (0, .02, .05, .1, .15, .2, .3, .4, .5, .6, .75,
+                                                                     .9)})
     per_q: dict[int, list[tuple[float, float]]] = {}
     for img in images.values():
-        for p in jpeg_curve(img, qualities):
+        for p in anchor_curve(img, codec, qualities):
             per_q.setdefault(p.quality, []).append((p.bpp, p.psnr))
     return [(float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))) for v in per_q.values()]
 
+
+@dataclass
+class PreviewPoint:
+    steps: int  # coding steps decoded exactly (11: the full image)
+    bytes: int  # bytes of the stream a decoder needs for them: header, z, side information, y up to there
+    bpp: float
+    psnr: float
+    seconds: float  # decoding a preview of this many steps alone (Codec.preview)
+
+
+def progressive_points(codec: Codec, image: np.ndarray, every: str = "step") -> list[PreviewPoint]:
+    """What a progressive decoder shows of ``image`` after each coding step (or scale): the bytes it needs, the
+    PSNR of its preview, and how long decoding just that preview takes."""
+    stream = codec.compress(image)
+    box = parse(stream)
+    full = codec.decompress_detailed([stream], kind="numpy", symbols=True)[0]
+    assert full.offsets is not None
+    before_y = len(stream) - len(box.y) - 4 if box.lanes else HEADER_SIZE + len(box.z)  # v3: z, side, then y
+    px = image.shape[0] * image.shape[1]
+    points = []
+    wanted = range(1, 12) if every == "step" else (2, 5, 11)
+    for steps in wanted:
+        start = time.perf_counter()
+        preview = codec.preview(stream, steps, kind="numpy")
+        seconds = time.perf_counter() - start
+        needed = before_y + full.offsets[steps - 1]
+        points.append(PreviewPoint(steps, needed, 8 * needed / px, psnr(image, preview.image), seconds))
+    return points

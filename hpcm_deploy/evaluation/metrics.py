@@ -36,10 +36,18 @@ def ms_ssim_db(value: float) -> float:
     return float("inf") if value >= 1 else -10 * math.log10(1 - value)
 
 
-def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float:
-    """BD-rate (%) of ``test`` against ``anchor``, each a list of (bpp, PSNR) points (>= 2 each; pchip)."""
+def psnr_overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> bool:
+    """Whether two (bpp, PSNR) curves share a PSNR interval (a BD-rate integrates over it)."""
+    return max(min(p for _, p in a), min(p for _, p in b)) < min(max(p for _, p in a), max(p for _, p in b))
+
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
+    """BD-rate (%) of ``test`` against ``anchor``, each a list of (bpp, PSNR) points (>= 2 each; pchip).
+    None when their PSNR ranges do not overlap (no rate can be compared at equal quality)."""
     import bjontegaard
 
+    if not psnr_overlap(anchor, test):
+        return None
     (ra, da), (rt, dt) = zip(*sorted(anchor)), zip(*sorted(test))
     return float(bjontegaard.bd_rate(list(ra), list(da), list(rt), list(dt), method="pchip",
                                      require_matching_points=False))
@@ -54,34 +62,99 @@ def bd_psnr(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
 
 
 @dataclass(frozen=True)
-class JpegPoint:
+class AnchorPoint:
     quality: int
     bpp: float
     psnr: float
 
 
-def jpeg_curve(image: np.ndarray, qualities=range(1, 96, 2)) -> list[JpegPoint]:
-    """Pillow JPEG (4:2:0, optimize=True: Pillow's default settings waste bytes) at several qualities."""
+JpegPoint = AnchorPoint  # the name before WebP and AVIF joined
+
+# Pillow's encoders as anchors, each with the settings that make it strong (Pillow's defaults waste bytes):
+# JPEG 4:2:0 with optimised Huffman tables; WebP at its slowest, best method; AVIF at speed 4 (4:2:0).
+ANCHORS = {
+    "jpeg": ("JPEG", {"optimize": True, "subsampling": 2}, range(1, 96)),
+    "webp": ("WEBP", {"method": 6}, range(0, 101)),
+    "avif": ("AVIF", {"speed": 4, "subsampling": "4:2:0"}, range(0, 101)),
+}
+
+
+def available_anchors() -> list[str]:
+    """The anchors this Pillow can encode (AVIF and WebP depend on how Pillow was built)."""
+    from PIL import features
+
+    return [name for name in ANCHORS if name == "jpeg" or features.check(name)]
+
+
+def anchor_point(image: np.ndarray, codec: str, quality: int) -> AnchorPoint:
+    """``image`` (uint8 RGB) through Pillow's ``codec`` at ``quality``: bits per pixel and PSNR."""
     from PIL import Image
 
-    img = Image.fromarray(image)
-    out = []
-    for q in qualities:
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=q, optimize=True, subsampling=2)
-        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        out.append(JpegPoint(q, 8 * buf.tell() / (image.shape[0] * image.shape[1]), psnr(image, dec)))
-    return out
+    fmt, options, _ = ANCHORS[codec]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, quality=int(quality), **options)
+    dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return AnchorPoint(int(quality), 8 * buf.tell() / (image.shape[0] * image.shape[1]), psnr(image, dec))
+
+
+def anchor_curve(image: np.ndarray, codec: str = "jpeg", qualities=None) -> list[AnchorPoint]:
+    """Rate-distortion points of an anchor codec (default qualities: its whole range, coarsely)."""
+    low_high = ANCHORS[codec][2]
+    qualities = qualities if qualities is not None else range(low_high[0], low_high[-1] + 1, 2)
+    return [anchor_point(image, codec, q) for q in qualities]
+
+
+def jpeg_curve(image: np.ndarray, qualities=range(1, 96, 2)) -> list[AnchorPoint]:
+    """Pillow JPEG (4:2:0, optimize=True: Pillow's default settings waste bytes) at several qualities."""
+    return anchor_curve(image, "jpeg", qualities)
+
+
+def anchor_psnr_at(image: np.ndarray, bpp: float, codec: str = "jpeg", max_encodes: int = 9) -> float | None:
+    """The anchor's PSNR at exactly ``bpp``, interpolated linearly in rate between the two qualities around it.
+
+    The bracket is searched for, not swept (an AVIF encode takes seconds): a probe in the middle of the range,
+    steps outwards until ``bpp`` is bracketed, then interpolation steps on log rate until the two qualities are
+    neighbours or ``max_encodes`` encodes were made. None when ``bpp`` is below what the codec reaches at its
+    lowest quality.
+    """
+    qualities = ANCHORS[codec][2]
+    q_min, q_max = qualities[0], qualities[-1]
+    seen: dict[int, AnchorPoint] = {}
+
+    def probe(q: int) -> AnchorPoint:
+        if q not in seen:
+            seen[q] = anchor_point(image, codec, q)
+        return seen[q]
+
+    lo: AnchorPoint | None = None
+    hi: AnchorPoint | None = None
+    q = (q_min + q_max) // 3
+    while lo is None or hi is None:  # bracket: lo.bpp <= bpp < hi.bpp
+        p = probe(q)
+        if p.bpp <= bpp:
+            lo = p
+            if q == q_max:
+                return p.psnr
+            q = q_max if hi is None and q + 2 * (q - q_min) + 1 > q_max else (
+                (q + hi.quality) // 2 if hi is not None else q + 2 * (q - q_min) + 1)
+        else:
+            hi = p
+            if q == q_min:
+                return None
+            q = q_min if lo is None and q // 2 <= q_min else ((lo.quality + q) // 2 if lo is not None else q // 2)
+    while hi.quality - lo.quality > 1 and len(seen) < max_encodes:
+        t = (np.log(bpp) - np.log(lo.bpp)) / (np.log(hi.bpp) - np.log(lo.bpp)) if lo.bpp > 0 else 0.5
+        q = int(round(lo.quality + t * (hi.quality - lo.quality)))
+        q = min(max(q, lo.quality + 1), hi.quality - 1)
+        p = probe(q)
+        if p.bpp <= bpp:
+            lo = p
+        else:
+            hi = p
+    t = (bpp - lo.bpp) / (hi.bpp - lo.bpp) if hi.bpp > lo.bpp else 0.0
+    return lo.psnr + t * (hi.psnr - lo.psnr)
 
 
 def jpeg_psnr_at(image: np.ndarray, bpp: float) -> float | None:
-    """JPEG's PSNR at exactly ``bpp``, interpolated between the two nearest qualities; None when ``bpp`` is
-    below what JPEG reaches at quality 1 (JPEG cannot go that low)."""
-    curve = sorted(jpeg_curve(image), key=lambda p: p.bpp)
-    if bpp < curve[0].bpp:
-        return None
-    for lo, hi in zip(curve, curve[1:]):
-        if lo.bpp <= bpp <= hi.bpp:
-            t = (bpp - lo.bpp) / (hi.bpp - lo.bpp) if hi.bpp > lo.bpp else 0.0
-            return lo.psnr + t * (hi.psnr - lo.psnr)
-    return curve[-1].psnr
+    """JPEG's PSNR at exactly ``bpp`` (see :func:`anchor_psnr_at`)."""
+    return anchor_psnr_at(image, bpp, "jpeg")

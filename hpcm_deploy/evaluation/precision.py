@@ -9,25 +9,19 @@ from typing import Any
 import numpy as np
 
 from ..codec import Codec
-from ..codec.images import to_tensor
-from ..image import pad_image
 from .metrics import psnr
 
 
 def decision_flips(encoder: Codec, decoder: Codec, image: np.ndarray) -> dict[str, int]:
     """Encode with ``encoder``; replay the encoder's symbols through ``decoder`` (teacher forcing, so one
     flip does not desynchronise the rest) and count the decisions it takes differently."""
-    x, _ = pad_image(to_tensor(image)[0].unsqueeze(0))
-    enc = encoder.runner.encode(encoder._to_backend(x))
-    dec = decoder.runner.decode([], [], enc.z_shape, replay=(enc.z_symbols, enc.symbols))
+    enc = encoder.compress_detailed([image], symbols=True)[0]
+    dec = decoder.replay(enc)
+    assert enc.indexes is not None and enc.choices is not None
     idx_flips = sum(int((a != b).sum()) for a, b in zip(enc.indexes, dec.indexes))
     total = sum(a.size for a in enc.indexes)
-    topk_flips = topk_total = 0
-    for step, (slots, _) in enc.choices.items():
-        other = dec.choices[step][0]
-        for b in range(slots.shape[0]):
-            topk_total += 1
-            topk_flips += set(slots[b].tolist()) != set(other[b].tolist())
+    topk_flips = sum(set(slots.tolist()) != set(dec.choices[step].tolist()) for step, slots in enc.choices.items())
+    topk_total = len(enc.choices)
     return {"cdf_flips": idx_flips, "symbols": total, "topk_flips": topk_flips, "topk_choices": topk_total}
 
 

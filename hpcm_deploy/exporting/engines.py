@@ -1,27 +1,45 @@
-"""``hpcm-deploy build-engine``: one TensorRT plan per stage of an export (TensorRT 10.8+ and 11.x)."""
+"""``hpcm-deploy build-engine``: one TensorRT plan per stage of an export (TensorRT 10.8+ and 11.x), built through
+Polygraphy's loaders (``NetworkFromOnnxPath`` -> ``CreateConfig`` -> ``EngineBytesFromNetwork``).
+
+Every argument is checked before TensorRT is imported (precision against the export, device, sizes, timing
+cache); TensorRT itself is imported only when there is something to build.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import onnx
 
+from ..artifacts.engines import (
+    MANIFEST,
+    PRECISIONS,
+    TIMING_CACHE,
+    EngineManifest,
+    default_engine_dir,
+    new_manifest,
+    resolve_precision,
+    timing_cache_notice,
+    timing_cache_plan,
+)
+from ..artifacts.export import Manifest
+from ..artifacts.shapes import SizeRange, all_profiles
+from ..backends.trt_lib import cuda_device, cuda_index, import_tensorrt, on_gpu, resolve_cuda
 from ..errors import BackendError, ConfigError
-from ..exporting.manifest import Manifest, sha256_file
-from ..exporting.precision import to_fp16
-from ..files import staged_directory
-from . import cuda_device, import_tensorrt
-from .manifest import MANIFEST, TIMING_CACHE, EngineManifest, default_engine_dir, new_manifest
-from .profiles import SizeRange, all_profiles
+from ..files import sha256_file, staged_directory, write_atomic
+from .precision import to_fp16
+from .weights import share_weights
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16")
-# stages whose outputs never reach a probability: they may use TF32 tensor cores in the fp32 recipe
-TF32_ALLOWED = {"g_a", "g_s"}
+DEFAULT_SIZES = SizeRange.from_sizes((256, 256), (512, 768), (2048, 2048))
+
+__all__ = ["DEFAULT_SIZES", "PRECISIONS", "build_engines", "parse_workspace", "recipe_graphs"]
 
 
 def parse_workspace(text: str) -> int:
@@ -29,16 +47,20 @@ def parse_workspace(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     t = text.strip().upper().removesuffix("B")
     try:
-        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+        value = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
     except (ValueError, KeyError):
         raise ConfigError(f"bad workspace size {text!r}: use e.g. 512M or 4G") from None
+    if value <= 0:
+        raise ConfigError(f"bad workspace size {text!r}: it must be positive")
+    return value
 
 
 def recipe_graphs(export: Manifest, precision: str, out_dir: Path) -> tuple[dict[str, Path], dict[str, dict]]:
-    """The ONNX files a precision builds from: the export's own (fp32) or rewritten copies (fp16)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    if precision == "fp32" or export.precision == precision:
+    """The ONNX files a precision builds from: the export's own (fp32 from an fp32 export, fp16 from an fp16
+    export) or copies rewritten with the fp16 recipe (fp16 from an fp32 export), which share one weight file
+    of their own as the export's graphs do."""
+    precision = resolve_precision(export.precision, precision)
+    if export.precision == precision:
         return {s: export.stage_path(s) for s in export.data["stages"]}, {}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, reports = {}, {}
@@ -47,36 +69,43 @@ def recipe_graphs(export: Manifest, precision: str, out_dir: Path) -> tuple[dict
         path = out_dir / f"{stage}.onnx"
         onnx.save(model, str(path))
         paths[stage], reports[stage] = path, report.as_dict()
+    share_weights(out_dir, [p.name for p in paths.values()], export.state_dict())
     return paths, reports
 
 
-def build_engines(export: Manifest, out: str | os.PathLike | None = None, precision: str = "fp32",
+def build_engines(export: Manifest, out: str | os.PathLike | None = None, precision: str | None = None,
                   sizes: SizeRange | None = None, timing_cache: str | os.PathLike | None = None,
-                  workspace: int = 4 << 30, device: str = "cuda",
-                  progress: Callable[[str, float], None] | None = None) -> Path:
-    """Build every stage's plan into ``out`` (default ``engines/<name>/<arch>-trt<version>-<precision>``)."""
+                  workspace: int = 4 << 30, device: str = "cuda", tf32: bool = False,
+                  strip_weights: bool = False, progress: Callable[[str, float], None] | None = None) -> Path:
+    """Build every stage's plan into ``out`` (default ``engines/<name>/<arch>-trt<version>-<precision>``).
+
+    ``precision`` defaults to the export's; TF32 stays off unless ``tf32`` (then every stage may use it, and its
+    streams interoperate with fp32 ones only through signalled decisions with an fp16-wide margin).
+    ``strip_weights``: weight-stripped plans (``STRIP_PLAN`` + ``REFIT_IDENTICAL``) that hold no weights; the
+    backend refits each engine at load from the graph it was built from, whose weights live in the shared
+    weight file: the engine directory then holds no second copy of the weights.
+    """
+    precision, sizes, given_cache = _check_arguments(export, precision, sizes, timing_cache, workspace, device)
+    profiles = all_profiles(export.program(), sizes)
     trt = import_tensorrt()
-    gpu, capability = cuda_device(device)
-    sizes = sizes or SizeRange.from_sizes((256, 256), (768, 512), (2048, 2048))
+    index = resolve_cuda(device)
+    gpu, capability = cuda_device(f"cuda:{index}")
     root = Path(out) if out else default_engine_dir(export, capability, trt.__version__, precision)
-    with staged_directory(root) as work:
-        program = export.program()
-        profiles = all_profiles(program, sizes, export.batch)
+    cache_plan = given_cache or timing_cache_plan(None, root)
+    if cache_plan.keep is not None:  # before building: a missing folder must not throw a finished build away
+        try:
+            cache_plan.keep.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder of timing cache {cache_plan.keep}: {exc}") from None
+    with on_gpu(index), _polygraphy_log(), staged_directory(root) as work:
         graphs, reports = recipe_graphs(export, precision, work / "onnx")
-        data = new_manifest(export, trt.__version__, gpu, capability, precision,
-                            {"min": sizes.min_size, "opt": sizes.opt_size, "max": sizes.max_size,
-                             "max_batch": sizes.max_batch}, profiles)
+        data = new_manifest(export, trt.__version__, gpu, capability, precision, sizes.as_dict(), profiles, tf32)
         data["recipe"] = reports
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        cache_path = Path(timing_cache) if timing_cache else root / TIMING_CACHE
-        cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = None
+        data["stripped"] = strip_weights
+        cache = _TimingCache(cache_plan.source)
         for stage, onnx_path in graphs.items():
             start = time.perf_counter()
-            plan, cache = _build_one(trt, builder, logger, onnx_path, profiles[stage], workspace,
-                                     allow_tf32=stage in TF32_ALLOWED and precision == "fp32",
-                                     cache=cache, cache_bytes=cache_bytes)
+            plan = _build_stage(trt, stage, onnx_path, profiles[stage], workspace, tf32, cache, strip_weights)
             plan_path = work / f"{stage}.plan"
             plan_path.write_bytes(plan)
             data["stages"][stage] = {
@@ -84,44 +113,119 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
                 "onnx": str(onnx_path.relative_to(work)) if onnx_path.is_relative_to(work) else str(onnx_path),
                 "onnx_sha256": sha256_file(onnx_path),
                 "export_onnx_sha256": export.data["stages"][stage]["sha256"],
-                "tf32": stage in TF32_ALLOWED and precision == "fp32",
+                "tf32": tf32,
                 "build_seconds": round(time.perf_counter() - start, 1),
             }
             if progress:
                 progress(stage, time.perf_counter() - start)
-        if cache is not None:
-            serialized = bytes(cache.serialize())
-            (work / TIMING_CACHE).write_bytes(serialized)
-            if timing_cache:
-                Path(timing_cache).write_bytes(serialized)
+        (work / TIMING_CACHE).write_bytes(cache.serialize())
+        data["timing_cache_source"] = str(cache_plan.source) if cache.reused else None
         EngineManifest(work, data).save()
     assert (root / MANIFEST).is_file()
+    if cache_plan.keep is not None:
+        try:
+            write_atomic(cache_plan.keep, (root / TIMING_CACHE).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"engines written to {root}, but the timing cache could not be saved to "
+                              f"{cache_plan.keep}: {exc}") from None
     return root
 
 
-def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, workspace: int, allow_tf32: bool, cache,
-               cache_bytes: bytes):
-    flags = 0
-    creation = trt.NetworkDefinitionCreationFlag
-    if hasattr(creation, "STRONGLY_TYPED"):  # required on 10.x to honour the graph's types; implied on 11.x
-        flags |= 1 << int(creation.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BackendError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    if not allow_tf32 and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)  # keep fp32 maths exact on the probability path
-    if cache is None:
-        cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    opt = builder.create_optimization_profile()
-    for name, shapes in profile.items():
-        opt.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
-    config.add_optimization_profile(opt)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise BackendError(f"TensorRT failed to build {onnx_path.name} (see the TensorRT log above)")
-    return bytes(plan), cache
+def _check_arguments(export: Manifest, precision: str | None, sizes: SizeRange | None,
+                     timing_cache: str | os.PathLike | None, workspace: int, device: str):
+    """Everything about a build that can be wrong, checked before TensorRT is imported: ``(precision, sizes,
+    timing cache plan or None)``."""
+    precision = resolve_precision(export.precision, precision)
+    cuda_index(device)
+    sizes = sizes or DEFAULT_SIZES
+    if export.batch:  # an export traced at a fixed batch runs at that batch only
+        sizes = sizes.with_batch(export.batch)
+    if workspace <= 0:
+        raise ConfigError("the builder workspace must be positive")
+    return precision, sizes, timing_cache_plan(timing_cache, ".") if timing_cache else None
+
+
+class _TimingCache:
+    """One timing cache for every stage of a build: the given one when TensorRT accepts it for this GPU and
+    version (``set_timing_cache`` returns False otherwise, which Polygraphy's ``CreateConfig`` ignores), else a
+    fresh one, with a notice. Attached to each stage's config through Polygraphy's ``PostprocessConfig``."""
+
+    def __init__(self, source: Path | None) -> None:
+        self.source, self.cache, self.reused = source, None, False
+
+    def attach(self, builder: Any, network: Any, config: Any) -> None:
+        if self.cache is not None:
+            if not config.set_timing_cache(self.cache, ignore_mismatch=False):
+                raise BackendError("TensorRT refused this build's own timing cache")
+            return
+        loaded = accepted = False
+        if self.source is not None:
+            try:
+                cache = config.create_timing_cache(self.source.read_bytes())
+            except Exception:  # unreadable file, or a blob this TensorRT cannot parse
+                cache = None
+            loaded = cache is not None
+            accepted = loaded and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+        notice = timing_cache_notice(self.source, loaded, accepted)
+        if notice:
+            log.warning(notice)
+        if not accepted:
+            cache = config.create_timing_cache(b"")
+            if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+                raise BackendError("TensorRT could not create a timing cache")
+        self.cache, self.reused = cache, accepted
+
+    def serialize(self) -> bytes:
+        if self.cache is None:
+            raise BackendError("no stage was built, so there is no timing cache to save")
+        return bytes(self.cache.serialize())
+
+
+def _build_stage(trt: Any, stage: str, onnx_path: Path, profile: dict, workspace: int, tf32: bool,
+                 cache: _TimingCache, strip_weights: bool = False) -> bytes:
+    """One plan: the ONNX graph as a strongly typed network (the graph's types are the precision; on 11.x every
+    network is), one optimisation profile, TF32 cleared unless asked for, the shared timing cache; with
+    ``strip_weights`` a plan without its weights (refitted from the same graph at load)."""
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+    )
+    from polygraphy.exception import PolygraphyException
+
+    shapes = Profile()
+    for name, bounds in profile.items():
+        shapes.add(name, bounds["min"], bounds["opt"], bounds["max"])
+    config = CreateConfig(profiles=[shapes], tf32=tf32, memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace})
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
+
+    def postprocess(builder: Any, net: Any, cfg: Any) -> None:
+        cache.attach(builder, net, cfg)
+        if strip_weights:
+            for flag in ("STRIP_PLAN", "REFIT_IDENTICAL"):  # REFIT_IDENTICAL: the weights at load are the same
+                if not hasattr(trt.BuilderFlag, flag):
+                    raise BackendError(f"this TensorRT has no {flag} builder flag: weight-stripped plans need 10.0+")
+                cfg.set_flag(getattr(trt.BuilderFlag, flag))
+
+    try:
+        plan = EngineBytesFromNetwork(network, PostprocessConfig(config, postprocess))()
+    except PolygraphyException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "see the log above"
+        raise BackendError(f"TensorRT could not build stage {stage} from {onnx_path}: {first}") from None
+    return bytes(plan)
+
+
+@contextlib.contextmanager
+def _polygraphy_log() -> Iterator[None]:
+    """Polygraphy's own log at warnings and above unless hpcm-deploy runs verbose (``-v``)."""
+    from polygraphy.logger import G_LOGGER
+
+    old = G_LOGGER.module_severity
+    if not log.isEnabledFor(logging.INFO):
+        G_LOGGER.module_severity = G_LOGGER.WARNING
+    try:
+        yield
+    finally:
+        G_LOGGER.module_severity = old

@@ -21,40 +21,38 @@ import onnx
 import torch
 from torch.export import Dim
 
-from .. import __version__
+from .._version import __version__
+from ..artifacts.export import FORMAT, FORMAT_VERSION, MANIFEST, TABLES, Manifest, model_fingerprint
 from ..backends.torch_backend import TorchBackend
+from ..config import MAX_SIDE, SIZE_MULTIPLE
 from ..entropy.tables import EntropyTables
 from ..errors import ExportError
-from ..files import staged_directory
+from ..files import sha256_file, staged_directory, write_json_atomic
+from ..image import random_image
 from ..models.hpcm import HPCM
 from ..runtime.runner import ProgramRunner
 from ..stages import CodingProgram, StageSpec, build_program, stage_module
-from .manifest import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    TABLES,
-    WEIGHTS,
-    model_fingerprint,
-    sha256_file,
-    write_json_atomic,
-)
+from .precision import apply_recipe
+from .weights import share_weights
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 EXPORT_SIZE = (512, 768)  # traced at 2x3 tiles of 256 (a size of 1 would be specialised by the tracer)
 SAMPLE_BATCH = 2
-MAX_TILES = 64  # dynamic range: up to 16384 pixels per side
+MAX_TILES = MAX_SIDE // SIZE_MULTIPLE  # the dynamic range of height and width, in 256-pixel tiles
+MAX_BATCH = 256
 ProgressFn = Callable[[str, float], None]
 
 
 def _dims(batch: int | None) -> dict[str, Any]:
     hk, wk = Dim("hk", min=1, max=MAX_TILES), Dim("wk", min=1, max=MAX_TILES)
-    dims: dict[str, Any] = {"H": 256 * hk, "W": 256 * wk, "H/16": 16 * hk, "W/16": 16 * wk,
-                            "H/32": 8 * hk, "W/32": 8 * wk, "H/64": 4 * hk, "W/64": 4 * wk}
+    dims: dict[str, Any] = {}
+    for div in (1, 16, 32, 64):  # every program dimension is H/div or W/div of the padded size
+        key = "" if div == 1 else f"/{div}"
+        dims["H" + key], dims["W" + key] = SIZE_MULTIPLE // div * hk, SIZE_MULTIPLE // div * wk
     if batch is None:
-        dims["B"] = Dim("batch", min=1, max=256)
+        dims["B"] = Dim("batch", min=1, max=MAX_BATCH)
     return dims
 
 
@@ -71,9 +69,7 @@ def dynamic_shapes(spec: StageSpec, program: CodingProgram, batch: int | None) -
 def sample_state(model: HPCM, program: CodingProgram, batch: int, size: tuple[int, int] = EXPORT_SIZE,
                  seed: int = 0) -> dict[str, torch.Tensor]:
     """Every named tensor of an encode (and the decoder's final stage) on a smooth random image."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(batch, 3, size[0] // 32, size[1] // 32, generator=g)
-    x = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    x = random_image(batch, size, seed, noise=0.0)
     runner = ProgramRunner(program, TorchBackend(model, program), EntropyTables.from_model(model))
     encoded = runner.encode(x, capture=True)
     assert encoded.state is not None
@@ -134,11 +130,14 @@ def _graph_io(path: Path) -> tuple[list[dict], list[dict], int]:
 
 def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int = DEFAULT_OPSET,
                  batch: int | None = None, jobs: int | None = None, progress: ProgressFn | None = None,
-                 source: str = "", extra: dict[str, Any] | None = None) -> Path:
-    """Export every stage of ``model`` into ``out_dir`` (replaced atomically on success).
+                 source: str = "", extra: dict[str, Any] | None = None, precision: str = "fp32",
+                 check: Callable[[Manifest], None] | None = None) -> Path:
+    """Export every stage of ``model`` into ``out_dir``, which appears whole or not at all.
 
     ``batch=None`` exports a dynamic batch; an int fixes it. ``jobs`` processes trace in parallel (tracing is
-    single-threaded Python; default: one per CPU, at most 4).
+    single-threaded Python; default: one per CPU, at most 4). ``precision="fp16"`` rewrites the graphs with the
+    mixed-precision recipe (:mod:`.precision`). ``check`` runs on the finished export before it is put in place;
+    if it raises, nothing is written.
     """
     model = model.cpu().eval()
     model.update()
@@ -148,46 +147,59 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
         tables = EntropyTables.from_model(model)
         tables.save(work / TABLES)
         state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"config": model.config.to_dict(), "state_dict": state_dict}, work / WEIGHTS)
-        sample_batch = batch or SAMPLE_BATCH
-        state = sample_state(model, program, sample_batch)
-        names = list(program.stages)
-        jobs = max(1, min(jobs or min(os.cpu_count() or 1, 4), len(names)))
         started = time.perf_counter()
-        timings: dict[str, float] = {}
-        if jobs == 1:
-            for n in names:
-                t0 = time.perf_counter()
-                export_stage(model, program, n, state, work / f"{n}.onnx", opset, batch)
-                timings[n] = time.perf_counter() - t0
-                if progress:
-                    progress(n, timings[n])
-        else:
-            samples = work / ".samples.pt"
-            torch.save({k: v.contiguous() for k, v in state.items()}, samples)
-            # biggest stages first so the pool stays balanced
-            order = sorted(names, key=lambda n: -len(program.stages[n].inputs))
-            chunks = [[n] for n in order]
-            pool = mp.get_context("spawn").Pool(jobs)
-            try:
-                for done in pool.imap_unordered(_worker, [(str(work / WEIGHTS), str(samples), str(work), c, opset,
-                                                           batch) for c in chunks]):
-                    for n, sec in done:
-                        timings[n] = sec
-                        if progress:
-                            progress(n, sec)
-                pool.close()
-            except BaseException:
-                pool.terminate()
-                raise
-            finally:
-                pool.join()
-            samples.unlink()
+        timings = _trace_stages(model, program, work, opset, batch, jobs, progress)
+        graphs = [f"{n}.onnx" for n in program.stages]
+        recipe = apply_recipe(work, graphs, precision) if precision != "fp32" else None
+        weights = share_weights(work, graphs, state_dict)
         manifest = _manifest(model, program, name, work, opset, batch, tables, state_dict, timings,
                              time.perf_counter() - started, source)
+        manifest["weights"] = {**weights, "sha256": sha256_file(work / weights["file"])}
+        if recipe is not None:
+            manifest.update(precision=precision, recipe=recipe)
         manifest.update(extra or {})
         write_json_atomic(work / MANIFEST, manifest)
+        if check is not None:
+            check(Manifest.load(work))
     return out
+
+
+def _trace_stages(model: HPCM, program: CodingProgram, work: Path, opset: int, batch: int | None,
+                  jobs: int | None, progress: ProgressFn | None) -> dict[str, float]:
+    """Trace every stage into ``work/<stage>.onnx`` (in ``jobs`` processes); seconds per stage."""
+    state = sample_state(model, program, batch or SAMPLE_BATCH)
+    names = list(program.stages)
+    jobs = max(1, min(jobs or min(os.cpu_count() or 1, 4), len(names)))
+    timings: dict[str, float] = {}
+    if jobs == 1:
+        for n in names:
+            t0 = time.perf_counter()
+            export_stage(model, program, n, state, work / f"{n}.onnx", opset, batch)
+            timings[n] = time.perf_counter() - t0
+            if progress:
+                progress(n, timings[n])
+        return timings
+    samples, weights = work / ".samples.pt", work / ".model.pt"  # what the worker processes rebuild from
+    torch.save({k: v.contiguous() for k, v in state.items()}, samples)
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, weights)
+    order = sorted(names, key=lambda n: -len(program.stages[n].inputs))  # biggest first: the pool stays balanced
+    pool = mp.get_context("spawn").Pool(jobs)
+    try:
+        for done in pool.imap_unordered(_worker, [(str(weights), str(samples), str(work), [n], opset, batch)
+                                                  for n in order]):
+            for n, sec in done:
+                timings[n] = sec
+                if progress:
+                    progress(n, sec)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    samples.unlink()
+    weights.unlink()
+    return timings
 
 
 def _manifest(model: HPCM, program: CodingProgram, name: str, root: Path, opset: int, batch: int | None,
@@ -217,10 +229,10 @@ def _manifest(model: HPCM, program: CodingProgram, name: str, root: Path, opset:
         "opset_requested": opset,
         "batch": batch,
         "precision": "fp32",
-        "size_rule": {"multiple": 256, "dims": "H and W of the padded image; every other size derives from them"},
+        "size_rule": {"multiple": SIZE_MULTIPLE, "max_side": MAX_SIDE,
+                      "dims": "H and W of the padded image; every other size derives from them"},
         "export_size": list(EXPORT_SIZE),
         "tables": {"file": TABLES, "sha256": sha256_file(root / TABLES)},
-        "weights": {"file": WEIGHTS, "sha256": sha256_file(root / WEIGHTS)},
         "stages": stages,
         "program": program.to_dict(),
         "created_with": {"hpcm_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__},

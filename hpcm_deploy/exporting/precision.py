@@ -14,7 +14,13 @@ float32 what decides bits and decodability:
 
 Graph inputs and outputs stay float32, so a rewritten export is a drop-in replacement for the fp32 one. The
 rewrite inserts explicit ``Cast`` nodes at every precision boundary and converts weights of float16 nodes to
-float16 (clipped to its range); it uses no converter library.
+float16 (clipped to its range).
+
+Why not onnxconverter-common's ``convert_float_to_float16(keep_io_types=True, node_block_list=...)``: given
+this recipe's node list it agrees on every node's precision but one (it keeps ``Resize`` in float32), inserts
+three times the casts, truncates float32 constants below 1e-7 (the 1e-12 epsilons of the normalisations kept in
+float32), and turns weights shared by a float32 and a float16 node to float16 for both, so ONNX Runtime refuses
+the result (``Type parameter (T) of Optype (Conv) bound to different types``); measured with 1.16.0.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..artifacts.export import MANIFEST
+from ..files import sha256_file, staged_directory, write_json_atomic
+
 if TYPE_CHECKING:
-    from .manifest import Manifest
+    from ..artifacts.export import Manifest
 
 FP32, FP16 = TensorProto.FLOAT, TensorProto.FLOAT16
 # ops kept in float32 wherever they appear
@@ -119,6 +128,72 @@ def _bound_inputs(node: onnx.NodeProto) -> set[int]:
     return {k for k in range(len(node.input)) if k not in free}
 
 
+class _Rewrite:
+    """The state of one fp16 rewrite: which tensors are float16, the casts and float16 weights added."""
+
+    def __init__(self, graph: onnx.GraphProto, half: set[int], types: dict[str, int]) -> None:
+        self.graph, self.types = graph, types
+        self.initializers = {i.name: i for i in graph.initializer}
+        self.half_tensors = {o for i in half for o in graph.node[i].output if types.get(o) == FP32}
+        self.new_inits: dict[str, onnx.TensorProto] = {}
+        self.casts: dict[tuple[str, int], str] = {}
+        self.nodes: list[onnx.NodeProto] = []
+
+    def fp16_version(self, x: str) -> str:
+        """``x`` as float16: itself if produced in float16, a float16 copy of a weight, or a cast."""
+        if x in self.half_tensors:
+            return x
+        if x in self.initializers:
+            key = f"{x}__fp16"
+            if key not in self.new_inits:
+                arr = numpy_helper.to_array(self.initializers[x]).astype(np.float32)
+                self.new_inits[key] = numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16),
+                                                              key)
+            return key
+        return self.cast(x, FP16)
+
+    def cast(self, x: str, to: int) -> str:
+        if (x, to) not in self.casts:
+            out = f"{x}__to{'16' if to == FP16 else '32'}"
+            self.nodes.append(helper.make_node("Cast", [x], [out], to=to, name=f"recipe_cast_{len(self.casts)}"))
+            self.casts[(x, to)] = out
+        return self.casts[(x, to)]
+
+    def to_half(self, node: onnx.NodeProto) -> None:
+        """A node that now computes in float16: its float inputs become float16, its constants too."""
+        bound = _bound_inputs(node)
+        for k, x in enumerate(node.input):
+            if x and k in bound and self.types.get(x) == FP32:
+                node.input[k] = self.fp16_version(x)
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == FP32:
+                a.i = FP16
+            elif node.op_type in ("Constant", "ConstantOfShape") and a.name == "value" and a.t.data_type == FP32:
+                arr = numpy_helper.to_array(a.t).astype(np.float32)
+                a.t.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)))
+
+    def keep_float(self, node: onnx.NodeProto) -> None:
+        """A node that stays float32: float16 inputs come through a cast back to float32."""
+        if node.op_type in _NO_INPUT_CONSTRAINT:
+            return
+        bound = _bound_inputs(node)
+        for k, x in enumerate(node.input):
+            if x in self.half_tensors and k in bound:
+                node.input[k] = self.cast(x, FP32)
+
+    def float_outputs(self) -> None:
+        """Graph outputs produced in float16 are cast back to float32 under their own name."""
+        for out in self.graph.output:
+            if out.name in self.half_tensors:
+                inner = f"{out.name}__fp16"
+                for n in self.nodes:
+                    n.output[:] = [inner if o == out.name else o for o in n.output]
+                    n.input[:] = [inner if x == out.name else x for x in n.input]
+                self.nodes.append(helper.make_node("Cast", [inner], [out.name], to=FP32,
+                                                   name=f"recipe_out_{out.name}"))
+                self.casts[(inner, FP32)] = out.name
+
+
 def to_fp16(model: onnx.ModelProto, name: str = "") -> tuple[onnx.ModelProto, RecipeReport]:
     """The ``fp16`` recipe applied to ``model`` (a new model; ``model`` is not changed)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -131,70 +206,18 @@ def to_fp16(model: onnx.ModelProto, name: str = "") -> tuple[onnx.ModelProto, Re
     report.fp16_nodes = len(half)
     report.fp32_nodes = sum(is_float_out) - len(half)
     report.kept_fp32 = [f"{g.node[i].op_type}:{g.node[i].name}" for i in sorted(keep) if is_float_out[i]]
-
-    initializers = {i.name: i for i in g.initializer}
-    half_tensors: set[str] = set()  # float tensors produced in float16 by the rewrite
-    for i in half:
-        half_tensors |= {o for o in g.node[i].output if types.get(o) == FP32}
-    new_inits: dict[str, onnx.TensorProto] = {}
-    casts: dict[tuple[str, int], str] = {}
-    new_nodes: list[onnx.NodeProto] = []
-
-    def fp16_version(x: str) -> str:
-        if x in half_tensors:
-            return x
-        if x in initializers:
-            key = f"{x}__fp16"
-            if key not in new_inits:
-                arr = numpy_helper.to_array(initializers[x]).astype(np.float32)
-                new_inits[key] = numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16), key)
-            return key
-        return cast(x, FP16)
-
-    def cast(x: str, to: int) -> str:
-        if (x, to) not in casts:
-            out = f"{x}__to{'16' if to == FP16 else '32'}"
-            new_nodes.append(helper.make_node("Cast", [x], [out], to=to, name=f"recipe_cast_{len(casts)}"))
-            casts[(x, to)] = out
-        return casts[(x, to)]
-
+    rewrite = _Rewrite(g, half, types)
     for i, node in enumerate(g.node):
-        bound = _bound_inputs(node)
         if i in half:
-            for k, x in enumerate(node.input):
-                if x and k in bound and types.get(x) == FP32:
-                    node.input[k] = fp16_version(x)
-            if node.op_type == "Cast":
-                for a in node.attribute:
-                    if a.name == "to" and a.i == FP32:
-                        a.i = FP16
-            elif node.op_type == "Constant":
-                for a in node.attribute:
-                    if a.name == "value" and a.t.data_type == FP32:
-                        arr = numpy_helper.to_array(a.t).astype(np.float32)
-                        a.t.CopyFrom(numpy_helper.from_array(np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)))
-            elif node.op_type == "ConstantOfShape":
-                for a in node.attribute:
-                    if a.name == "value" and a.t.data_type == FP32:
-                        a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16)))
-        elif node.op_type not in _NO_INPUT_CONSTRAINT:
-            for k, x in enumerate(node.input):
-                if x in half_tensors and k in bound:
-                    node.input[k] = cast(x, FP32)
-        new_nodes.append(node)
-    # graph outputs produced in float16 are cast back under their own name
-    for out in g.output:
-        if out.name in half_tensors:
-            inner = f"{out.name}__fp16"
-            for n in new_nodes:
-                n.output[:] = [inner if o == out.name else o for o in n.output]
-                n.input[:] = [inner if x == out.name else x for x in n.input]
-            new_nodes.append(helper.make_node("Cast", [inner], [out.name], to=FP32, name=f"recipe_out_{out.name}"))
-            casts[(inner, FP32)] = out.name
-    report.casts_added = len(casts)
+            rewrite.to_half(node)
+        else:
+            rewrite.keep_float(node)
+        rewrite.nodes.append(node)
+    rewrite.float_outputs()
+    report.casts_added = len(rewrite.casts)
     del g.node[:]
-    g.node.extend(new_nodes)
-    g.initializer.extend(new_inits.values())
+    g.node.extend(rewrite.nodes)
+    g.initializer.extend(rewrite.new_inits.values())
     used = {x for n in g.node for x in n.input}
     keep_inits = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
@@ -205,26 +228,39 @@ def to_fp16(model: onnx.ModelProto, name: str = "") -> tuple[onnx.ModelProto, Re
     return model, report
 
 
+def apply_recipe(root: Path, graphs: list[str], precision: str) -> dict[str, dict]:
+    """Rewrite the graphs ``root/<graph>`` with the ``precision`` recipe (in place); the per-graph reports."""
+    if precision != "fp16":
+        raise ValueError(f"unknown precision recipe {precision!r}")
+    reports = {}
+    for graph in graphs:
+        path = root / graph
+        model, report = to_fp16(onnx.load(str(path)), Path(graph).stem)
+        onnx.save(model, str(path))
+        reports[Path(graph).stem] = report.as_dict()
+    return reports
+
+
 def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16") -> Path:
     """A copy of the export ``src`` whose graphs follow ``precision`` (same tables, weights, fingerprint and
     program; graph inputs and outputs stay float32, so any backend runs it like the original)."""
-    from ..files import staged_directory
-    from .manifest import MANIFEST, TABLES, WEIGHTS, sha256_file, write_json_atomic
+    from .weights import share_weights
 
     if precision != "fp16":
         raise ValueError(f"unknown precision recipe {precision!r}")
     out = Path(out)
     with staged_directory(out) as work:
         data = json.loads((src.root / MANIFEST).read_text())
-        for name in (TABLES, WEIGHTS):
-            shutil.copy2(src.root / name, work / name)
-        reports = {}
-        for stage, entry in data["stages"].items():
-            model, report = to_fp16(onnx.load(str(src.stage_path(stage))), stage)
-            onnx.save(model, str(work / entry["file"]))
+        shutil.copy2(src.root / data["tables"]["file"], work / data["tables"]["file"])
+        graphs = [entry["file"] for entry in data["stages"].values()]
+        for graph in graphs:  # with their weights embedded again; shared anew below
+            onnx.save(onnx.load(str(src.root / graph)), str(work / graph))
+        data["recipe"] = apply_recipe(work, graphs, precision)
+        weights = share_weights(work, graphs, src.state_dict())
+        data["weights"] = {**weights, "sha256": sha256_file(work / weights["file"])}
+        for entry in data["stages"].values():
             entry["sha256"] = sha256_file(work / entry["file"])
             entry["bytes"] = (work / entry["file"]).stat().st_size
-            reports[stage] = report.as_dict()
-        data.update(precision=precision, recipe=reports, derived_from=str(src.root))
+        data.update(precision=precision, derived_from=str(src.root))
         write_json_atomic(work / MANIFEST, data)
     return out

@@ -48,3 +48,26 @@ def load_model(name: str | None = None, checkpoint: str | os.PathLike | Mapping[
         load_into(model, state)
     model.update(force=True)
     return model.to(device).eval()
+
+
+_PARTS = {
+    "analysis/synthesis (g_a, g_s)": ("g_a.", "g_s."),
+    "hyperprior (h_a, h_s, z model)": ("h_a.", "h_s.", "means_hyper", "scales_hyper"),
+    "context model (priors, attention, adaptive params)": (
+        "y_spatial_prior", "attn_", "context_net", "adaptive_params_list"),
+    "memory banks": ("memory_bank_",),
+    "hierarchical transfer": ("hierarchical_manager",),
+}
+
+
+def parameter_counts(model: HPCM) -> dict[str, int]:
+    """Parameters per part of the model, plus ``total`` and ``total without adaptive params`` (the official
+    count leaves the adaptive parameters out)."""
+    counts = {part: 0 for part in _PARTS}
+    for name, p in model.named_parameters():
+        part = next(k for k, prefixes in _PARTS.items() if name.startswith(prefixes))
+        counts[part] += p.numel()
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    counts["total without adaptive params"] = counts["total"] - sum(
+        p.numel() for n, p in model.named_parameters() if n.startswith("adaptive_params_list"))
+    return counts

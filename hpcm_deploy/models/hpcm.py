@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import HPCMConfig
+from ..config import SIZE_MULTIPLE, HPCMConfig
 from ..entropy import ggm
 from ..entropy.coder import StreamReader, StreamWriter
 from ..errors import InputError
@@ -27,8 +27,6 @@ from .layers import CrossAttentionCell, SpatialPrior, conv1x1
 from .memory import FullContextMemoryBank, HierarchicalMemoryManager, plan_memory
 from .transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
 
-SIZE_MULTIPLE = 256  # padded image sides are multiples of this (window attention and mask tilings need it)
-LATENT_STRIDE = 16
 # the 11 coding steps, in stream order: (scale, partition)
 CODING_STEPS: tuple[tuple[int, int], ...] = ((1, 0), (1, 1), (2, 1), (2, 2), (2, 3),
                                               (3, 2), (3, 3), (3, 4), (3, 5), (3, 6), (3, 7))
@@ -201,7 +199,9 @@ class HPCM(nn.Module):
     def forward(self, x: Tensor) -> dict:
         """Training/evaluation pass with likelihoods. In training mode: uniform noise for the rates,
         straight-through rounding for the reconstruction (as the official training code).
-        ``likelihoods["y"]`` is ``[B, M*h*w]`` in coding order (step by step, each step in C order)."""
+        ``likelihoods["y"]`` has the latent's layout ``[B, M, H/16, W/16]`` (the likelihood of each latent
+        position, wherever the coding steps took it from), ``likelihoods["z"]`` the hyper-latent's, as in
+        CompressAI's models: per-position rate maps, losses and plots work unchanged."""
         y = self.g_a(x)
         z = self.h_a(y)
         if self.training:
@@ -219,14 +219,19 @@ class HPCM(nn.Module):
         def code(index: int, scales: Tensor, means: Tensor) -> Tensor:
             res = y_steps[index] - means
             if self.training:
-                liks.append(ggm.likelihood(res + torch.empty_like(res).uniform_(-0.5, 0.5), scales).flatten(1))
-                return ste_round(res)
-            q = torch.round(res)
-            liks.append(ggm.likelihood(q, scales).flatten(1))
+                lik = ggm.likelihood(res + torch.empty_like(res).uniform_(-0.5, 0.5), scales)
+                q = ste_round(res)
+            else:
+                q = torch.round(res)
+                lik = ggm.likelihood(q, scales)
+            scale, partition = CODING_STEPS[index]
+            grid = lattice.to_scale(y, scale)
+            liks.append(lattice.from_scale(lattice.unpack(lik, lattice.step_masks(grid, scale, partition)), scale))
             return q
 
         y_hat = self.progressive(params, code)
-        return {"x_hat": self.g_s(y_hat), "likelihoods": {"y": torch.cat(liks, dim=1), "z": z_lik}}
+        # each latent position belongs to exactly one coding step: the sum puts every likelihood in its place
+        return {"x_hat": self.g_s(y_hat), "likelihoods": {"y": torch.stack(liks).sum(0), "z": z_lik}}
 
     @staticmethod
     def packed_latent(y: Tensor) -> list[Tensor]:
@@ -305,16 +310,16 @@ class HPCM(nn.Module):
         device = self.means_hyper.device
         n = self.config.N
         z_idx = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None, None], (n, *shape))
-        z_np = np.stack([StreamReader(s, z_idx.size).read(z_idx, table_z) for s in z_strings])
+        z_np = np.stack([StreamReader(s, table_z, z_idx.size).read(z_idx) for s in z_strings])
         z_q = torch.from_numpy(z_np).to(device=device, dtype=torch.float32)
         params = self.hyper_params(z_q)
-        readers = [StreamReader(s, self.config.M * 16 * int(shape[0]) * int(shape[1])) for s in y_strings]
+        readers = [StreamReader(s, table_y, self.config.M * 16 * int(shape[0]) * int(shape[1])) for s in y_strings]
         edges = self.scale_edges.cpu().numpy()
         decoded: list[np.ndarray] = []
 
         def code(index: int, scales: Tensor, means: Tensor) -> Tensor:
             indexes = ggm.scale_indexes(scales.cpu().numpy(), edges)
-            q = np.stack([readers[b].read(indexes[b], table_y) for b in range(batch)])
+            q = np.stack([readers[b].read(indexes[b]) for b in range(batch)])
             decoded.append(q)
             return torch.from_numpy(q).to(device=device, dtype=means.dtype)
 

@@ -107,6 +107,15 @@ def to_scale(t: Tensor, scale: int, k: int = 1) -> Tensor:
     return t2 if scale == 2 else s2_to_s1(t2, k)
 
 
+def from_scale(t: Tensor, scale: int, k: int = 1) -> Tensor:
+    """Inverse of :func:`to_scale`: a tensor on the grid of ``scale`` back on the y grid, zeros at the positions
+    the scale does not hold."""
+    if scale == 3:
+        return t
+    t2 = t if scale == 2 else s1_to_s2(t, k)
+    return s2_to_y(t2, k)
+
+
 def s2_lattice_removed(t: Tensor, k: int = 1) -> Tensor:
     """``t`` with zeros on each group's s2 lattice (the hyperprior parameters that s3 adds)."""
     keep = s2_to_y(torch.ones_like(y_to_s2(t, k)), k) > 0.5

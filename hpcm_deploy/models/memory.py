@@ -61,11 +61,6 @@ class ScalePlan:
     def active(self) -> bool:
         return self.capacity > 0
 
-    @property
-    def reads_state(self) -> bool:
-        """Whether any step of this scale needs the bank tensors."""
-        return any(s.query_valid for s in self.steps)
-
 
 def queried_partitions(config: HPCMConfig, scale: int) -> tuple[int, ...]:
     """Partitions at which ``scale``'s bank is queried under the configured schedule."""

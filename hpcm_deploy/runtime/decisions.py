@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BitstreamError
+from ..errors import BitstreamError, ConfigError
 
 LAYOUT = 1
+_MAX_DELTA = 1 << 32  # no coded step holds this many positions (checked against the step when decoding)
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,17 @@ class SideInfo:
             info = cls(Margins(scale, topk))
             for _ in range(reader.varint()):
                 step, n = reader.u8(), reader.varint()
-                positions = np.cumsum(np.array([reader.varint() + 1 for _ in range(n)], dtype=np.int64)) - 1
+                if n > len(data) or step in info.cdf:  # each position takes a byte at least; a step comes once
+                    raise BitstreamError("corrupted stream: side information announces more than it holds")
+                deltas = [reader.varint() for _ in range(n)]
+                if any(d >= _MAX_DELTA for d in deltas):
+                    raise BitstreamError("corrupted stream: a signalled position beyond any coded step")
+                positions = np.cumsum(np.array(deltas, dtype=np.int64) + 1) - 1
                 info.cdf[step] = (positions, np.frombuffer(reader.take(n), dtype=np.uint8).astype(np.int32))
             for _ in range(reader.varint()):
                 step, k = reader.u8(), reader.u8()
+                if step in info.topk:
+                    raise BitstreamError("corrupted stream: a bank choice signalled twice")
                 info.topk[step] = np.frombuffer(reader.take(k), dtype=np.uint8).astype(np.int64)
             if reader.pos != len(data):
                 raise BitstreamError("side information has trailing bytes")
@@ -153,3 +161,16 @@ def near_edges(scales: np.ndarray, edges: np.ndarray, margin: float) -> np.ndarr
         above = np.abs(ls - log_edges[np.clip(i, 0, len(edges) - 1)])
     near = np.minimum(below, above) < margin
     return np.nan_to_num(near, nan=False).astype(bool)
+
+
+def margins_for(margin: float | None) -> Margins | None:
+    """The margins of a single user-facing number (``compress --margin``): ``None`` keeps the defaults (fp32
+    decoders), 0 signals nothing, a positive value is the scale margin (the top-k margin is never below its
+    default). Negative margins are refused."""
+    if margin is None:
+        return DEFAULT_MARGINS
+    if margin < 0:
+        raise ConfigError("the signalling margin must be 0 (no signalled decisions) or positive")
+    if margin == 0:
+        return None
+    return Margins(scale=margin, topk=max(margin, DEFAULT_MARGINS.topk))

@@ -2,25 +2,37 @@
 
 The state (contexts, ``y_hat``, memory banks) stays in the backend's tensors; per coding step only the packed
 scales and means (and, when encoding, the packed latent) come to the host, and the symbols go back.
+
+Entropy coding: lane payloads by default (:mod:`hpcm_deploy.entropy.lanes`: interleaved rANS lanes, the
+``.hpcm`` version 3 layout), or CompressAI's single stream (``lanes=False``: versions 1 and 2, and the official
+HPCM code's strings). Both are decoded by bounds-checked kernels: a hostile stream ends in a
+:class:`~hpcm_deploy.errors.BitstreamError`, never in a crash.
+
+``g_a`` and ``g_s`` run in overlapping tiles when a ``memory_budget`` is set and the whole image would not fit
+it (:mod:`.tiling`); everything else runs on the whole latent.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..backends.base import Backend
-from ..entropy.coder import StreamReader, StreamWriter
-from ..entropy.ggm import scale_indexes
+from ..entropy import lanes
+from ..entropy.coder import StreamWriter
 from ..entropy.tables import EntropyTables
 from ..errors import BitstreamError
 from ..stages.program import CodingProgram, Op
 from .decisions import Margins, SideInfo, near_edges
+from .tiling import LATTICE_ALIGN, choose_tile, run_tiled, stage_plan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,14 +41,13 @@ class Timings:
 
     stages: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     network: float = 0.0  # backend work (stages)
-    entropy: float = 0.0  # rANS coding (on the helper thread when the encoder overlaps it)
-    entropy_wait: float = 0.0  # time the encoder waited for rANS after the last stage
+    entropy: float = 0.0  # rANS coding, CDF indexes included
     transfer: float = 0.0  # device <-> host copies
-    host: float = 0.0  # other host work per step (quantisation, CDF indexes)
+    host: float = 0.0  # other host work per step (quantisation, signalled decisions)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"network": self.network, "entropy": self.entropy, "entropy_wait": self.entropy_wait,
-                "transfer": self.transfer, "host": self.host, "stages": dict(self.stages)}
+        return {"network": self.network, "entropy": self.entropy, "transfer": self.transfer, "host": self.host,
+                "stages": dict(self.stages)}
 
 
 @dataclass
@@ -56,28 +67,66 @@ class Encoded:
 @dataclass
 class Decoded:
     x_hat: Any  # backend tensor [B, 3, H, W] in [0, 1]
-    symbols: list[np.ndarray]
+    symbols: list[np.ndarray]  # per coding step decoded from the stream
     timings: Timings
     state: dict[str, Any] | None = None
     indexes: list[np.ndarray] = field(default_factory=list)  # the CDF indexes used, per coding step
     choices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # step -> (slots, gaps)
+    steps: list[int] = field(default_factory=list)  # per image: coding steps decoded from its stream (11: all)
+    offsets: list[list[int]] = field(default_factory=list)  # per step, per image: y payload bytes read after it
 
 
 class ProgramRunner:
-    """Executes ``program.encode`` / ``program.decode`` on ``backend``."""
+    """Executes ``program.encode`` / ``program.decode`` on ``backend``. ``memory_budget`` (bytes): tile
+    ``g_a``/``g_s`` when running them whole would need more (None: never tile)."""
 
-    def __init__(self, program: CodingProgram, backend: Backend, tables: EntropyTables) -> None:
+    def __init__(self, program: CodingProgram, backend: Backend, tables: EntropyTables,
+                 memory_budget: int | None = None) -> None:
         self.program, self.backend, self.tables = program, backend, tables
+        self.memory_budget = memory_budget
+        self._lanes_y, self._lanes_z = tables.lane_tables()
         self._free_enc = program.last_use(program.encode, encoding=True)
         self._free_dec = program.last_use(program.decode, encoding=False)
-        n = program.config.N
-        self._z_channel = np.arange(n, dtype=np.int32)[:, None, None]
+        self._z_channel = np.arange(program.config.N, dtype=np.int32)[:, None, None]
+        self._tiles: dict[tuple, Any] = {}
+        self._untileable_warned = False
 
-    # ------------------------------------------------------------------ shared pieces
+    # ------------------------------------------------------------------ stages
+    def _tile_plan(self, name: str, inputs: list[Any]) -> Any:
+        """The tile plan of ``g_a``/``g_s`` for these inputs, or None to run them whole."""
+        if self.memory_budget is None or name not in ("g_a", "g_s"):
+            return None
+        first = inputs[0]
+        if not hasattr(first, "shape") or type(first).__module__.split(".")[0] not in ("numpy", "torch"):
+            if not self._untileable_warned:
+                log.warning("%s tensors cannot be tiled; g_a/g_s run whole", type(first).__name__)
+                self._untileable_warned = True
+            return None
+        batch, h, w = int(first.shape[0]), int(first.shape[-2]), int(first.shape[-1])
+        size = (h, w) if name == "g_a" else (16 * h, 16 * w)
+        key = (name, size, batch)
+        if key not in self._tiles:
+            align = LATTICE_ALIGN if name == "g_s" else 1  # g_s first places the last step: keep its lattice phase
+            tile = choose_tile(self.program.config, *size, self.memory_budget, batch, stage=name, uniform=True,
+                               align=align)
+            self._tiles[key] = None if tile is None else stage_plan(self.program.config, name, *size, tile,
+                                                                    uniform=True, align=align)
+            if tile is not None:
+                log.info("%s at %dx%d (batch %d): %d tiles of %d pixels", name, *size, batch,
+                         len(self._tiles[key].tiles), tile)
+        return self._tiles[key]
+
     def _run_stage(self, name: str, state: dict[str, Any], t: Timings) -> None:
         spec = self.program.stages[name]
+        inputs = [state[k] for k in spec.inputs]
+        plan = self._tile_plan(name, inputs)
         start = time.perf_counter()
-        outputs = self.backend.run(name, [state[k] for k in spec.inputs])
+        if plan is None:
+            outputs = self.backend.run(name, inputs)
+        else:
+            with self.backend.stream_context():
+                outputs = [run_tiled(lambda *w: self.backend.run(name, list(w))[0],
+                                     tuple(inputs) if len(inputs) > 1 else inputs[0], plan)]
         self.backend.synchronize()
         elapsed = time.perf_counter() - start
         t.stages[name] += elapsed
@@ -102,92 +151,89 @@ class ProgramRunner:
             for n in names:
                 state.pop(n, None)
 
-    # ------------------------------------------------------------------ encode
-    def encode(self, x: Any, capture: bool = False, overlap: bool = True, margins: Margins | None = None) -> Encoded:
-        """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``).
+    def _force(self, stage: str, batch: int, forced: list[np.ndarray | None], t: Timings) -> Any:
+        """The ``topk_force`` input of a stage: given slots per image, -1 where the stage decides itself. Slots
+        from a stream are checked: distinct, and among the slots the stage's query can choose."""
+        spec = self.program.stages[stage]
+        k = self.program.tensors[f"topk_force.{stage}"].shape[1]
+        valid = self.program.query_valid(spec)
+        array = np.full((batch, k), -1, dtype=np.int64)
+        for b, slots in enumerate(forced):
+            if slots is not None:
+                slots = np.asarray(slots, dtype=np.int64).reshape(-1)
+                if slots.size != k or slots.min() < 0 or slots.max() >= valid or np.unique(slots).size != k:
+                    raise BitstreamError(f"corrupted stream: signalled bank choice {slots.tolist()} for step "
+                                         f"{spec.code_step} is not {k} distinct slots of 0..{valid - 1}")
+                array[b] = slots
+        return self._device(array, t)
 
-        With ``overlap``, the rANS coding of step k runs on a helper thread while the backend computes step
-        k+1 (backends release the GIL while they compute); the symbols the next stage needs are ready first.
-        With ``margins``, decisions near their discontinuity are collected per image (``Encoded.side``).
-        """
+    def _choose(self, spec, state: dict[str, Any], batch: int, side: list[SideInfo | None], t: Timings) -> None:
+        """Set a choosing stage's ``topk_force`` input from the signalled choices (else -1: decide)."""
+        forced = [s.topk.get(spec.code_step) if s else None for s in side] if side else [None] * batch
+        state[f"topk_force.{spec.name}"] = self._force(spec.name, batch, forced, t)
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, x: Any, capture: bool = False, margins: Margins | None = None, lanes: bool = True) -> Encoded:
+        """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``). With ``margins``, decisions near their
+        discontinuity are collected per image (``Encoded.side``). ``lanes=False`` writes CompressAI streams."""
         t = Timings()
         state: dict[str, Any] = {"x": x}
         batch = int(x.shape[0])
         side = [SideInfo(margins) for _ in range(batch)] if margins is not None else []
         choices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        writers: list[StreamWriter] = []
         symbols: list[np.ndarray] = []
         indexes: list[np.ndarray] = []
-        z_strings: list[bytes] = []
         z_sym = np.zeros(0, dtype=np.int32)
-        pool = ThreadPoolExecutor(max_workers=1) if overlap else None
-        jobs: list[Future] = []
-
-        def code(fn, *args) -> None:  # rANS work, in order, on the helper thread (or inline)
-            if pool is None:
-                t.entropy += fn(*args)
+        for i, op in enumerate(self.program.encode):
+            if op.kind == "stage":
+                spec = self.program.stages[str(op.ref)]
+                if spec.choice:
+                    self._choose(spec, state, batch, [], t)
+                self._run_stage(spec.name, state, t)
+                if spec.choice:
+                    self._record_choice(spec, state, side, choices, t)
+            elif op.kind == "code_z":
+                z_sym = self._host(state["z_q"], t).astype(np.int32)
             else:
-                jobs.append(pool.submit(fn, *args))
-
-        try:
-            for i, op in enumerate(self.program.encode):
-                if op.kind == "stage":
-                    spec = self.program.stages[str(op.ref)]
-                    if spec.choice:
-                        state[f"topk_force.{spec.name}"] = self._force(spec.name, batch, [None] * batch, t)
-                    self._run_stage(spec.name, state, t)
-                    if spec.choice:
-                        slots = self._host(state[spec.choice], t)
-                        gaps = self._host(state[f"topk_gap.{spec.name}"], t)
-                        choices[spec.code_step] = (slots, gaps)
-                        for b, info in enumerate(side):
-                            if gaps[b] < info.margins.topk:
-                                info.topk[spec.code_step] = slots[b].copy()
-                elif op.kind == "code_z":
-                    z_sym = self._host(state["z_q"], t).astype(np.int32)
-                    writers = [StreamWriter() for _ in range(z_sym.shape[0])]
-                    z_strings = [b""] * z_sym.shape[0]
-                    code(self._write_z, z_sym, z_strings)
-                else:
-                    sym, idx = self._quantize_step(op, state, t, side)
-                    symbols.append(sym)
-                    indexes.append(idx)
-                    code(self._write_y, sym, idx, writers)
-                self._free(state, self._free_enc.get(i), capture)
-            start = time.perf_counter()
-            t.entropy += sum(job.result() for job in jobs)
-            t.entropy_wait = time.perf_counter() - start
-            start = time.perf_counter()
-            y_strings = [w.finish() for w in writers]
-            t.entropy += time.perf_counter() - start
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+                sym, idx = self._quantize_step(op, state, t, side)
+                symbols.append(sym)
+                indexes.append(idx)
+            self._free(state, self._free_enc.get(i), capture)
+        start = time.perf_counter()
+        z_strings, y_strings = self._write(z_sym, symbols, indexes, lanes)
+        t.entropy += time.perf_counter() - start
         return Encoded(y_strings, z_strings, (int(z_sym.shape[-2]), int(z_sym.shape[-1])), symbols, z_sym, t,
                        indexes, state if capture else None, side, choices)
 
-    def _force(self, stage: str, batch: int, forced: list[np.ndarray | None], t: Timings) -> Any:
-        """The ``topk_force`` input of a stage: given slots per image, -1 where the stage decides itself."""
-        k = self.program.tensors[f"topk_force.{stage}"].shape[1]
-        array = np.full((batch, k), -1, dtype=np.int64)
-        for b, slots in enumerate(forced):
-            if slots is not None:
-                array[b] = slots
-        return self._device(array, t)
+    def _record_choice(self, spec, state: dict[str, Any], side: list[SideInfo],
+                       choices: dict[int, tuple[np.ndarray, np.ndarray]], t: Timings) -> None:
+        slots = self._host(state[spec.choice], t)
+        gaps = self._host(state[f"topk_gap.{spec.name}"], t)
+        choices[spec.code_step] = (slots, gaps)
+        for b, info in enumerate(side):
+            if gaps[b] < info.margins.topk:
+                info.topk[spec.code_step] = slots[b].copy()
 
-    def _write_z(self, z_sym: np.ndarray, out: list[bytes]) -> float:
-        start = time.perf_counter()
+    def _write(self, z_sym: np.ndarray, symbols: list[np.ndarray], indexes: list[np.ndarray],
+               use_lanes: bool) -> tuple[list[bytes], list[bytes]]:
+        """One z and one y payload per image."""
+        z_idx = np.broadcast_to(self._z_channel, z_sym.shape[1:])
+        z_strings, y_strings = [], []
         for b in range(z_sym.shape[0]):
-            w = StreamWriter()
-            w.write(z_sym[b], np.broadcast_to(self._z_channel, z_sym.shape[1:]), self.tables.z)
-            out[b] = w.finish()
-        return time.perf_counter() - start
-
-    def _write_y(self, sym: np.ndarray, idx: np.ndarray, writers: list[StreamWriter]) -> float:
-        start = time.perf_counter()
-        for b, w in enumerate(writers):
-            w.write(sym[b], idx[b], self.tables.y)
-        return time.perf_counter() - start
+            if use_lanes:
+                z_strings.append(lanes.encode(z_sym[b], z_idx, self._lanes_z))
+                writer = lanes.LaneEncoder(self._lanes_y)
+                for sym, idx in zip(symbols, indexes):
+                    writer.write(sym[b], idx[b])
+            else:
+                zw = StreamWriter()
+                zw.write(z_sym[b], z_idx, self.tables.z)
+                z_strings.append(zw.finish())
+                writer = StreamWriter()
+                for sym, idx in zip(symbols, indexes):
+                    writer.write(sym[b], idx[b], self.tables.y)
+            y_strings.append(writer.finish())
+        return z_strings, y_strings
 
     def _quantize_step(self, op: Op, state: dict[str, Any], t: Timings,
                        side: list[SideInfo]) -> tuple[np.ndarray, np.ndarray]:
@@ -197,9 +243,11 @@ class ProgramRunner:
         means = self._host(state[step.means], t)
         y = self._host(state[step.y], t)
         start = time.perf_counter()
+        idx = lanes.scale_indexes(scales, self.tables.scale_edges)
+        t.entropy += time.perf_counter() - start
+        start = time.perf_counter()
         q = np.round(y - means)  # float32 arithmetic and round-half-even, as torch.round on the device
         sym = q.astype(np.int32)
-        idx = scale_indexes(scales, self.tables.scale_edges)
         for b, info in enumerate(side):
             flat = np.flatnonzero(near_edges(scales[b], self.tables.scale_edges, info.margins.scale))
             if flat.size:
@@ -209,70 +257,170 @@ class ProgramRunner:
         return sym, idx
 
     # ------------------------------------------------------------------ decode
+    def _readers(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int], use_lanes: bool,
+                 partial: bool, t: Timings) -> tuple[np.ndarray, list[Any]]:
+        """The z symbols of every image, and a y reader per image."""
+        start = time.perf_counter()
+        z_idx = np.broadcast_to(self._z_channel, (self.program.config.N, *z_shape))
+        y_total = self.program.config.M * (z_shape[0] * 4) * (z_shape[1] * 4)
+        if use_lanes:
+            z_readers = [lanes.LaneDecoder(s, self._lanes_z, z_idx.size) for s in z_strings]
+            readers = [lanes.LaneDecoder(s, self._lanes_y, y_total, partial=partial) for s in y_strings]
+        else:
+            z_readers = [lanes.LegacyDecoder(s, self._lanes_z, z_idx.size) for s in z_strings]
+            readers = [lanes.LegacyDecoder(s, self._lanes_y, y_total) for s in y_strings]
+        z = lanes.decode_batch(z_readers, np.broadcast_to(z_idx, (len(z_readers), *z_idx.shape)))
+        t.entropy += time.perf_counter() - start
+        return z, readers
+
     def decode(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
                capture: bool = False, side: list[SideInfo | None] | None = None,
-               replay: tuple[np.ndarray, list[np.ndarray]] | None = None) -> Decoded:
+               replay: tuple[np.ndarray, list[np.ndarray]] | None = None, lanes: bool = True,
+               partial: bool = False) -> Decoded:
         """Decode one stream pair per image; all images share the padded size (``z_shape``). ``side`` holds
         each image's signalled decisions, which take precedence over the ones computed here.
 
         ``replay=(z symbols, y symbols per step)`` runs the decoder on known symbols instead of streams
         (teacher forcing): the decisions it makes (``indexes``, ``choices``) can then be compared with an
         encoder's even where they differ, without the desynchronisation a real decode would suffer.
+
+        ``partial``: the y payloads may be truncated (version 3 only): each image's steps are decoded as far as
+        its payload goes, the positions of the steps after that get the means the context model predicts for
+        them (``Decoded.steps`` says how many steps each image decoded).
         """
+        return next(self._decode(y_strings, z_strings, z_shape, capture, side, replay, lanes, partial, ()))
+
+    def decode_previews(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
+                        after: tuple[int, ...], side: list[SideInfo | None] | None = None, lanes: bool = True,
+                        partial: bool = False) -> Iterator[Decoded]:
+        """Progressive decoding: a preview after each of the step counts ``after`` (1 ... 10; e.g. (2, 5) for
+        the ends of scales 1 and 2), each with the positions not yet decoded filled with the predicted means,
+        then the full decode. One pass over the stream: each preview forks the state and runs the remaining
+        stages without reading."""
+        yield from self._decode(y_strings, z_strings, z_shape, False, side, None, lanes, partial, after)
+
+    def _decode(self, y_strings, z_strings, z_shape, capture, side, replay, use_lanes, partial,
+                after) -> Iterator[Decoded]:
         t = Timings()
         state: dict[str, Any] = {}
-        readers: list[StreamReader] = []
-        symbols: list[np.ndarray] = []
-        indexes: list[np.ndarray] = []
-        choices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         batch = len(y_strings) if replay is None else int(replay[0].shape[0])
         side = side or [None] * batch
-        for i, op in enumerate(self.program.decode):
-            if op.kind == "stage":
-                spec = self.program.stages[str(op.ref)]
-                if spec.choice:
-                    forced = [s.topk.get(spec.code_step) if s else None for s in side]
-                    state[f"topk_force.{spec.name}"] = self._force(spec.name, batch, forced, t)
-                self._run_stage(spec.name, state, t)
-                if spec.choice:
-                    choices[spec.code_step] = (self._host(state[spec.choice], t),
-                                               self._host(state[f"topk_gap.{spec.name}"], t))
-            elif op.kind == "code_z":
+        self._check_side(side)
+        readers: list[Any] = []
+        run = _DecodeRun(batch)
+        ops = self.program.decode
+        for i, op in enumerate(ops):
+            if op.kind == "code_z":
                 if replay is not None:
                     state["z_q"] = self._device(replay[0].astype(np.float32), t)
-                    continue
-                start = time.perf_counter()
-                idx = np.broadcast_to(self._z_channel, (self.program.config.N, *z_shape))
-                z = np.stack([StreamReader(s, idx.size).read(idx, self.tables.z) for s in z_strings])
-                z = z.astype(np.float32)
-                y_symbols = self.program.config.M * (z_shape[0] * 4) * (z_shape[1] * 4)
-                readers = [StreamReader(s, y_symbols) for s in y_strings]
-                t.entropy += time.perf_counter() - start
-                state["z_q"] = self._device(z, t)
+                else:
+                    z, readers = self._readers(y_strings, z_strings, z_shape, use_lanes, partial, t)
+                    state["z_q"] = self._device(z.astype(np.float32), t)
             else:
-                known = replay[1][int(op.ref)] if replay is not None else None
-                sym, idx = self._decode_step(op, state, readers, t, side, known)
-                symbols.append(sym)
-                indexes.append(idx)
+                self._decode_op(op, state, readers, t, side, run, replay)
+                if op.kind == "code_y" and int(op.ref) + 1 in after:
+                    fork = dict(state)  # tensors are single-assignment: a shallow copy is a snapshot
+                    yield self._fill_rest(fork, i + 1, t, side, run)
             self._free(state, self._free_dec.get(i), capture)
-        return Decoded(state["x_hat"], symbols, t, state if capture else None, indexes, choices)
+        yield Decoded(state["x_hat"], run.symbols, t, state if capture else None, run.indexes, run.choices,
+                      run.steps(), run.offsets)
 
-    def _decode_step(self, op: Op, state: dict[str, Any], readers: list[StreamReader], t: Timings,
-                     side: list[SideInfo | None], known: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _fill_rest(self, state: dict[str, Any], start: int, t: Timings, side, run: _DecodeRun) -> Decoded:
+        """Run the decode ops from ``start`` on without reading: every later step's symbols are zero, i.e. its
+        positions take the predicted means."""
+        preview = _DecodeRun(run.batch, filled_from=len(run.symbols))
+        for i, op in enumerate(self.program.decode[start:], start):
+            self._decode_op(op, state, [], t, side, preview, None)
+            self._free(state, self._free_dec.get(i), False)
+        steps = [min(n, preview.filled_from) for n in run.steps()]
+        return Decoded(state["x_hat"], run.symbols[: preview.filled_from], t, None, run.indexes[:], {}, steps,
+                       run.offsets[:])
+
+    def _decode_op(self, op: Op, state: dict[str, Any], readers: list[Any], t: Timings, side, run: _DecodeRun,
+                   replay) -> None:
+        if op.kind == "stage":
+            spec = self.program.stages[str(op.ref)]
+            if spec.choice:
+                self._choose(spec, state, run.batch, side, t)
+            self._run_stage(spec.name, state, t)
+            if spec.choice:
+                run.choices[spec.code_step] = (self._host(state[spec.choice], t),
+                                               self._host(state[f"topk_gap.{spec.name}"], t))
+            return
         step = self.program.code_steps[int(op.ref)]
+        if run.filled_from is not None and step.index >= run.filled_from:
+            means = self._host(state[step.means], t)
+            state[step.q] = self._device(np.zeros_like(means), t)
+            return
+        known = replay[1][step.index] if replay is not None else None
+        sym, idx = self._decode_step(step, state, readers, t, side, known, run)
+        run.symbols.append(sym)
+        run.indexes.append(idx)
+        run.offsets.append([r.bytes_read for r in readers])
+
+    def _check_side(self, side: list[SideInfo | None]) -> None:
+        """Signalled decisions name steps this program has, and choices only where a step chooses."""
+        choosing = {spec.code_step: spec for spec in self.program.stages.values() if spec.choice}
+        steps = len(self.program.code_steps)
+        for info in side:
+            if info is None:
+                continue
+            if any(not 0 <= s < steps for s in info.cdf):
+                raise BitstreamError("corrupted stream: signalled decisions for a coding step that does not exist")
+            if any(s not in choosing for s in info.topk):
+                raise BitstreamError("corrupted stream: a signalled bank choice for a step that makes none")
+
+    def _decode_step(self, step, state: dict[str, Any], readers: list[Any], t: Timings,
+                     side: list[SideInfo | None], known: np.ndarray | None, run: _DecodeRun) -> tuple[np.ndarray,
+                                                                                                       np.ndarray]:
         scales = self._host(state[step.scales], t)
         start = time.perf_counter()
-        idx = scale_indexes(scales, self.tables.scale_edges)
+        idx = lanes.scale_indexes(scales, self.tables.scale_edges)
         for b, info in enumerate(side):
             if info is not None and step.index in info.cdf:
                 positions, values = info.cdf[step.index]
-                if positions.size and positions[-1] >= idx[b].size:
+                size = idx[b].size
+                if positions.size and (positions[0] < 0 or positions[-1] >= size):
                     raise BitstreamError("corrupted stream: signalled position outside the coded step")
                 idx[b].reshape(-1)[positions] = values
         if known is not None:
             sym = known
+        elif run.partial_readers(readers):
+            sym = run.read_partial(readers, idx, step.index)
         else:
-            sym = np.stack([r.read(idx[b], self.tables.y) for b, r in enumerate(readers)])
+            sym = lanes.decode_batch(readers, idx)
         t.entropy += time.perf_counter() - start
         state[step.q] = self._device(sym.astype(np.float32), t)
         return sym, idx
+
+
+@dataclass
+class _DecodeRun:
+    """What one decode pass collects, and where each image's stream ran out (partial decoding)."""
+
+    batch: int
+    filled_from: int | None = None  # steps from here on are filled with the means instead of read
+    symbols: list[np.ndarray] = field(default_factory=list)
+    indexes: list[np.ndarray] = field(default_factory=list)
+    choices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    offsets: list[list[int]] = field(default_factory=list)
+    ended: dict[int, int] = field(default_factory=dict)  # image -> steps decoded before its payload ran out
+
+    def steps(self) -> list[int]:
+        return [self.ended.get(b, len(self.symbols)) for b in range(self.batch)]
+
+    @staticmethod
+    def partial_readers(readers: list[Any]) -> bool:
+        return any(getattr(r, "partial", False) for r in readers)
+
+    def read_partial(self, readers: list[Any], idx: np.ndarray, step: int) -> np.ndarray:
+        """One step image by image: an image whose payload ends here (or ended before) gets zeros."""
+        out = np.zeros(idx.shape, dtype=np.int32)
+        for b, reader in enumerate(readers):
+            if b in self.ended:
+                continue
+            try:
+                out[b] = reader.read(idx[b])
+            except BitstreamError:
+                self.ended[b] = step
+        return out

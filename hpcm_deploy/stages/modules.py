@@ -1,6 +1,7 @@
 """Each stage of the program as a PyTorch module over positional tensors (what the exporter traces and what
 the PyTorch backend runs). Every module calls the reference model's own step methods, so running the stages
-is the reference computation, only cut at different places."""
+is the reference computation, only cut at different places. Inputs and outputs are matched by the roles the
+program gives them (:class:`~.program.StageSpec`), never by their names."""
 
 from __future__ import annotations
 
@@ -18,27 +19,23 @@ class StageModule(nn.Module):
         super().__init__()
         self.model, self.spec = model, spec
 
-    def _unpack(self, inputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        return dict(zip(self.spec.inputs, inputs))
-
-    def _bank(self, named: dict[str, Tensor], scale: int) -> tuple[Tensor | None, Tensor | None]:
-        keys = next((v for k, v in named.items() if k.startswith(f"keys_s{scale}.")), None)
-        values = next((v for k, v in named.items() if k.startswith(f"values_s{scale}.")), None)
-        return keys, values
+    def _named(self, inputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """The inputs by role."""
+        return dict(zip(self.spec.roles, inputs))
 
     def _outputs(self, produced: dict[str, Tensor]) -> tuple[Tensor, ...]:
-        return tuple(produced[_base(name)] for name in self.spec.outputs)
+        return tuple(produced[role] for role in self.spec.out_roles)
+
+    def _y_hat(self, named: dict[str, Tensor]) -> Tensor:
+        """``y_hat`` with the last coded step placed, when this stage places one."""
+        if self.spec.places is None:
+            return named["y_hat"]
+        return HPCM.place(*self.spec.places, named["y_hat"], named["q"], named["means"])
 
 
-def _base(name: str) -> str:
-    """``ctx.s2_step1`` -> ``ctx``; ``scales.4`` -> ``scales``; ``keys_s2.s2_enter`` -> ``keys``."""
-    head = name.split(".")[0]
-    return head.split("_s")[0] if head.startswith(("keys_s", "values_s")) else head
-
-
-class Transform(StageModule):
+class Analysis(StageModule):
     def forward(self, x: Tensor) -> Tensor:
-        return (self.model.g_a if self.spec.name == "g_a" else self.model.g_s)(x)
+        return self.model.g_a(x)
 
 
 class HyperAnalysis(StageModule):
@@ -58,14 +55,11 @@ class LatentPack(StageModule):
 
 class Enter(StageModule):
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        named = self._unpack(inputs)
+        named = self._named(inputs)
         scale = self.spec.scale
         prev = None
         if scale > 1:
-            ctx, y_hat, q, means = (named[n] for n in self.spec.inputs[1:5])
-            y_hat = HPCM.place(*self.spec.places, y_hat, q, means)  # type: ignore[misc]
-            keys, values = self._bank(named, scale - 1)
-            prev = ScaleState(ctx, y_hat, keys, values)
+            prev = ScaleState(named["ctx"], self._y_hat(named), named.get("keys"), named.get("values"))
         state = self.model.enter_scale(scale, named["params"], prev)
         produced = {"ctx": state.context, "y_hat": state.y_hat, "keys": state.keys, "values": state.values}
         if scale == 1:
@@ -75,14 +69,11 @@ class Enter(StageModule):
 
 class Step(StageModule):
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        named = self._unpack(inputs)
-        ctx, y_hat = inputs[0], inputs[1]
-        if self.spec.places:
-            y_hat = HPCM.place(*self.spec.places, y_hat, inputs[2], inputs[3])
-        keys, values = self._bank(named, self.spec.scale)
-        force = named.get(f"topk_force.{self.spec.name}")
-        scales, means, state, decision = self.model.network_step(self.spec.scale, self.spec.partition,
-                                                                 ScaleState(ctx, y_hat, keys, values), force)
+        named = self._named(inputs)
+        y_hat = self._y_hat(named)
+        state = ScaleState(named["ctx"], y_hat, named.get("keys"), named.get("values"))
+        scales, means, state, decision = self.model.network_step(self.spec.scale, self.spec.partition, state,
+                                                                 named.get("topk_force"))
         produced = {"ctx": state.context, "y_hat": y_hat, "scales": scales, "means": means,
                     "keys": state.keys, "values": state.values}
         if decision is not None:
@@ -92,22 +83,18 @@ class Step(StageModule):
 
 class Synthesis(StageModule):
     def forward(self, y_hat: Tensor, q: Tensor, means: Tensor) -> Tensor:
-        y_hat = HPCM.place(*self.spec.places, y_hat, q, means)  # type: ignore[misc]
-        return torch.clamp(self.model.g_s(y_hat), 0, 1)
+        return torch.clamp(self.model.g_s(self._y_hat({"y_hat": y_hat, "q": q, "means": means})), 0, 1)
 
 
-_KINDS = {"hyper": None, "pack": LatentPack, "enter": Enter, "step": Step, "synthesis": Synthesis}
+KINDS: dict[str, type[StageModule]] = {
+    "analysis": Analysis, "hyper_analysis": HyperAnalysis, "hyper_synthesis": HyperSynthesis, "pack": LatentPack,
+    "enter": Enter, "step": Step, "synthesis": Synthesis,
+}
 
 
 def stage_module(model: HPCM, spec: StageSpec) -> StageModule:
     """The PyTorch module computing ``spec``."""
-    if spec.kind == "transform":
-        cls: type[StageModule] = Transform
-    elif spec.kind == "hyper":
-        cls = HyperAnalysis if spec.name == "h_a" else HyperSynthesis
-    else:
-        cls = _KINDS[spec.kind]  # type: ignore[assignment]
-    return cls(model, spec).eval()
+    return KINDS[spec.kind](model, spec).eval()
 
 
 def stage_modules(model: HPCM, program: CodingProgram) -> dict[str, StageModule]:

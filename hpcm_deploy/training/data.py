@@ -68,7 +68,8 @@ def bundled_images(split: str) -> dict[str, np.ndarray]:
 
 
 class CropSampler:
-    """Random crops: a random rescale (0.5-1), a random position, flips and a random channel order."""
+    """Random crops: a random rescale (0.5-1), a random position, one of the eight flips/rotations by quarter
+    turns, and a random channel order."""
 
     def __init__(self, images: list[np.ndarray], crop: int, seed: int) -> None:
         self.images = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div(255) for a in images]
@@ -98,6 +99,8 @@ class CropSampler:
                 patch = patch.flip(2)
             if self.rng.random() < 0.5:
                 patch = patch.flip(1)
+            if self.rng.random() < 0.5:  # with the two flips: all eight quarter-turn rotations and mirrorings
+                patch = patch.transpose(1, 2)
             patch = patch[torch.from_numpy(self.rng.permutation(3))]
             out.append(patch.clamp(0, 1))
         return torch.stack(out)

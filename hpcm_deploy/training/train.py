@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from ..config import get_config
+from ..config import SIZE_MULTIPLE, get_config
 from ..errors import CheckpointError, ConfigError
 from ..files import write_atomic
 from ..models.api import build_model, load_model
-from ..models.hpcm import HPCM, SIZE_MULTIPLE
+from ..models.hpcm import HPCM
 from .data import CropSampler, bundled_images
 
 log = logging.getLogger(__name__)
@@ -63,23 +63,10 @@ def save_weights(model: HPCM, path: Path, meta: dict) -> None:
     _save_atomic({"config": model.config.to_dict(), "state_dict": model.state_dict(), "meta": meta}, path)
 
 
-def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True,
-          init: str | os.PathLike | None = None) -> Path:
-    """Train (or resume) into ``out_dir``; returns the path of the final weights. ``init``: weights to start
-    a new run from (for example the shipped demo model), instead of the seeded initialisation; a run that
-    resumes from its checkpoint ignores it."""
-    if settings.crop < SIZE_MULTIPLE or settings.crop % SIZE_MULTIPLE:
-        raise ConfigError(f"--crop must be a multiple of {SIZE_MULTIPLE} (the model codes whole 256-pixel tiles), "
-                          f"got {settings.crop}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(settings.threads)
-    ckpt_path = out / CHECKPOINT
-    model = build_model(get_config(settings.preset, **dict(settings.overrides)), seed=settings.seed).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    sampler = CropSampler(list(bundled_images("train").values()), settings.crop, settings.seed)
-    step, seconds = 0, 0.0
-    torch.manual_seed(settings.seed)  # the quantisation noise: a run does not depend on what ran before it
+def _restore(model: HPCM, optimizer: torch.optim.Optimizer, sampler: CropSampler, settings: TrainSettings,
+             ckpt_path: Path, resume: bool, init: str | os.PathLike | None) -> tuple[int, float]:
+    """Resume from the run's checkpoint (step and seconds trained so far), or start from ``init``'s weights,
+    or from scratch: ``(0, 0.0)``."""
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
         free = ("steps", "threads", "checkpoint_every", "log_every")  # may change when resuming
@@ -91,54 +78,78 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
         optimizer.load_state_dict(ckpt["optimizer"])
         sampler.set_state(ckpt["sampler"])
         torch.set_rng_state(ckpt["torch_rng"])
-        step, seconds = ckpt["step"], ckpt["seconds"]
-        log.warning("resumed %s at step %d (%.1f h trained)", out, step, seconds / 3600)
+        log.warning("resumed %s at step %d (%.1f h trained)", ckpt_path.parent, ckpt["step"], ckpt["seconds"] / 3600)
         if init is not None:
             log.warning("--init %s ignored: the run resumes from its checkpoint", init)
-    elif init is not None:
+        return ckpt["step"], ckpt["seconds"]
+    if init is not None:
         start = load_model(checkpoint=init, seed=None)
         if start.config != model.config:
             raise CheckpointError(f"--init {init} holds a {start.config.to_dict()} model, not the "
                                   f"{settings.preset} this run trains")
         model.load_state_dict(start.state_dict())  # float16 shipped weights become float32 here
         log.warning("starting from the weights in %s", init)
-    logf = open(out / LOG, "a")
-    window: dict[str, float] = {}
+    return 0, 0.0
+
+
+def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True,
+          init: str | os.PathLike | None = None) -> Path:
+    """Train (or resume) into ``out_dir``; returns the path of the final weights. ``init``: weights to start
+    a new run from (for example the shipped demo model), instead of the seeded initialisation; a run that
+    resumes from its checkpoint ignores it."""
+    if settings.crop < SIZE_MULTIPLE or settings.crop % SIZE_MULTIPLE:
+        raise ConfigError(f"--crop must be a multiple of {SIZE_MULTIPLE} (the model codes whole tiles), "
+                          f"got {settings.crop}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(settings.threads)
+    ckpt_path = out / CHECKPOINT
+    model = build_model(get_config(settings.preset, **dict(settings.overrides)), seed=settings.seed).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    sampler = CropSampler(list(bundled_images("train").values()), settings.crop, settings.seed)
+    torch.manual_seed(settings.seed)  # the quantisation noise: a run does not depend on what ran before it
+    step, seconds = _restore(model, optimizer, sampler, settings, ckpt_path, resume, init)
     started = time.perf_counter() - seconds
-    while step < settings.steps:
-        lr = settings.lr if step < settings.lr_drop_at * settings.steps else settings.lr_final
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x = sampler.sample(settings.batch)
-        optimizer.zero_grad(set_to_none=True)
-        stats = rd_loss(model(x), x, settings.lmbda)
-        stats["loss"].backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
-        if not math.isfinite(float(norm)):
-            log.warning("step %d: non-finite gradient norm, batch skipped", step)
-            continue
-        optimizer.step()
-        step += 1
-        for k, v in stats.items():
-            window[k] = window.get(k, 0.0) + float(v.detach())
-        if step % settings.log_every == 0:
-            record = {k: v / settings.log_every for k, v in window.items()}
-            record.update(step=step, lr=lr, hours=(time.perf_counter() - started) / 3600)
-            logf.write(json.dumps(record) + "\n")
-            logf.flush()
-            log.info("step %d loss %.4f bpp %.4f psnr %.2f", step, record["loss"], record["bpp"], record["psnr"])
-            window = {}
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
-            _save_atomic({"settings": asdict(settings), "state_dict": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "sampler": sampler.state(),
-                          "torch_rng": torch.get_rng_state(), "step": step,
-                          "seconds": time.perf_counter() - started}, ckpt_path)
-    logf.close()
+    window: dict[str, float] = {}
+    with open(out / LOG, "a") as logf:
+        while step < settings.steps:
+            lr = settings.lr if step < settings.lr_drop_at * settings.steps else settings.lr_final
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = sampler.sample(settings.batch)
+            optimizer.zero_grad(set_to_none=True)
+            stats = rd_loss(model(x), x, settings.lmbda)
+            stats["loss"].backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
+            if not math.isfinite(float(norm)):
+                log.warning("step %d: non-finite gradient norm, batch skipped", step)
+                continue
+            optimizer.step()
+            step += 1
+            for k, v in stats.items():
+                window[k] = window.get(k, 0.0) + float(v.detach())
+            if step % settings.log_every == 0:
+                _log(logf, window, settings.log_every, step, lr, (time.perf_counter() - started) / 3600)
+                window = {}
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                _save_atomic({"settings": asdict(settings), "state_dict": model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "sampler": sampler.state(),
+                              "torch_rng": torch.get_rng_state(), "step": step,
+                              "seconds": time.perf_counter() - started}, ckpt_path)
     model.eval()
     weights = out / WEIGHTS
     save_weights(model, weights, {"settings": asdict(settings), "step": step,
                                   "hours": (time.perf_counter() - started) / 3600})
     return weights
+
+
+def _log(logf, window: dict[str, float], count: int, step: int, lr: float, hours: float) -> None:
+    """One line of the run's log: the means of the last ``count`` steps."""
+    record = {k: v / count for k, v in window.items()}
+    record.update(step=step, lr=lr, hours=hours)
+    logf.write(json.dumps(record) + "\n")
+    logf.flush()
+    log.info("step %d loss %.4f bpp %.4f psnr %.2f", step, record["loss"], record["bpp"], record["psnr"])
 
 
 def bundle_weights(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
