@@ -271,7 +271,15 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, tiny_phase2_export)
     assert result.exit_code == 1 and result.output.count("\n") == 1 and not png.exists()
     result = runner.invoke(main, ["compress", str(bad), "-o", str(out), "--export", str(tmp_path)])
     assert result.exit_code == 1 and "not an export" in result.output
+    result = runner.invoke(main, ["compress", str(bad), "-o", str(out), *ex, "--engines", str(tmp_path)])
+    assert result.exit_code == 1 and "--engines is for --backend tensorrt" in result.output
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.dstack([_photo(40, 48, seed=3), np.full((40, 48), 128, np.uint8)])).save(rgba)
+    result = runner.invoke(main, ["compress", str(rgba), "-o", str(out), *ex])
+    assert result.exit_code == 1 and "--alpha" in result.output and not out.exists()
     assert not list(tmp_path.rglob("*.part"))
+    result = runner.invoke(main, ["compress", str(rgba), "-o", str(out), *ex, "--alpha", "white"])
+    assert result.exit_code == 0 and out.exists()
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])

@@ -69,20 +69,26 @@ def _write(dst: Path, data) -> None:
         raise HPCMError(f"cannot write {dst} ({exc.strerror or exc})") from None
 
 
-def _codec(export: str | None, backend: str, device: str, max_pixels: int, memory: str, margin: float | None = None,
-           legacy: bool = False, alpha: str = "refuse"):
+def _codec(export: str | None, backend: str, device: str, engines: str | None, max_pixels: int, memory: str,
+           margin: float | None = None, legacy: bool = False, alpha: str = "refuse"):
     from ..codec import Codec
     from ..codec.images import parse_alpha
     from ..runtime.decisions import margins_for
 
     margins = margins_for(margin)  # checked before an export is made or loaded
     parse_alpha(alpha)
+    if engines is not None and backend != "tensorrt":
+        raise InputError("--engines is for --backend tensorrt")
+    extra = {"engines": engines} if engines is not None else {}
     return Codec(resolve_export(export), backend=backend, device=device, margins=margins,
-                 max_pixels=max_pixels or None, memory=parse_memory(memory), legacy_streams=legacy, alpha=alpha)
+                 max_pixels=max_pixels or None, memory=parse_memory(memory), legacy_streams=legacy, alpha=alpha,
+                 **extra)
 
 
 codec_options = [
     export_option, backend_option, device_option,
+    click.option("--engines", type=click.Path(file_okay=False), help="TensorRT engine directory made by "
+                 "build-engine (default: engines/<export>/<gpu-arch>-trt<version>-<export precision>)."),
     click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images (compress) and streams (decompress) of more pixels than this; 0: no limit."),
     click.option("--memory", default="auto", show_default=True, help="Working memory of the analysis/synthesis "
@@ -111,13 +117,13 @@ def _with_codec_options(fn):
               help="Images with an alpha channel (RGBA, LA, transparent PNG): refuse them, drop the alpha, or "
                    "composite them on a background colour (white, black, #rrggbb).")
 @_with_codec_options
-def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, device, max_pixels, memory,
+def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, device, engines, max_pixels, memory,
              as_json) -> None:
     """Compress images (files or folders) to .hpcm streams."""
     from ..codec.images import IMAGE_SUFFIXES, read_image
 
     jobs = _targets(inputs, out, IMAGE_SUFFIXES, SUFFIX)
-    codec = _codec(export_dir, backend, device, max_pixels, memory, margin, legacy_streams, alpha)
+    codec = _codec(export_dir, backend, device, engines, max_pixels, memory, margin, legacy_streams, alpha)
 
     def work(src: Path, dst: Path) -> dict[str, Any]:
         start = time.perf_counter()
@@ -143,11 +149,12 @@ def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, de
 @click.option("--partial", is_flag=True, help="Accept truncated streams (the first bytes of a version 3 file): "
               "decode as far as they go.")
 @_with_codec_options
-def decompress(inputs, out, preview, partial, export_dir, backend, device, max_pixels, memory, as_json) -> None:
+def decompress(inputs, out, preview, partial, export_dir, backend, device, engines, max_pixels, memory,
+               as_json) -> None:
     """Decompress .hpcm streams (files or folders) to PNG images."""
     steps = _preview_steps(preview)
     jobs = _targets(inputs, out, {SUFFIX}, ".png")
-    codec = _codec(export_dir, backend, device, max_pixels, memory)
+    codec = _codec(export_dir, backend, device, engines, max_pixels, memory)
 
     def work(src: Path, dst: Path) -> dict[str, Any]:
         start = time.perf_counter()
