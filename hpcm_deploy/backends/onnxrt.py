@@ -3,9 +3,11 @@
 - Weights: every graph's large initializers live once in the export's ``weights.bin``. The file is mapped once
   and each tensor becomes one ``OrtValue`` over the mapped bytes, handed to every session that uses it
   (``SessionOptions.add_initializer``), so the 18 sessions hold one copy, not one each.
-- Working memory: on the CPU all sessions allocate from one arena registered with the ONNX Runtime
-  environment (``session.use_env_allocators``) instead of an arena each; the stages never run at the same
-  time, so the arena only grows to the largest stage's needs.
+- Working memory: on the CPU the sessions allocate without an arena (``enable_cpu_mem_arena = False``). The
+  stages' tensors are large (hundreds of kB to tens of MB), so the C allocator maps and unmaps them directly
+  and the process holds only what is live; an arena (one per session, or one shared through
+  ``session.use_env_allocators``) keeps its high-water mark rounded up to powers of two: for ``phase2`` at
+  768x512, 0.81 GB of growth while coding against 0.52 GB without, at the same speed.
 
 CPU by default. With onnxruntime-gpu, the CUDA (or TensorRT) execution provider is used with IOBinding: inputs
 and outputs stay ``OrtValue``s on the GPU between stages, and only what entropy coding needs is copied.
@@ -14,7 +16,6 @@ and outputs stay ``OrtValue``s on the GPU between stages, and only what entropy 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +33,6 @@ _PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-_ENV_ARENA = threading.Lock()
-_env_arena_registered = False
 
 
 def _ort():
@@ -42,21 +41,6 @@ def _ort():
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise BackendError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from None
     return ort
-
-
-def shared_cpu_arena(ort) -> bool:
-    """Register one CPU arena with ONNX Runtime's environment (once per process); False if this build cannot."""
-    global _env_arena_registered
-    with _ENV_ARENA:
-        if not _env_arena_registered:
-            try:
-                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-                ort.create_and_register_allocator(info, ort.OrtArenaCfg({}))
-                _env_arena_registered = True
-            except Exception as exc:  # an older or unusual build: per-session arenas, as before
-                log.info("no shared ONNX Runtime arena (%s)", str(exc).splitlines()[0])
-                return False
-        return True
 
 
 class OnnxRuntimeBackend(Backend):
@@ -76,7 +60,6 @@ class OnnxRuntimeBackend(Backend):
         self._on_gpu = kind != "cpu"
         self._ort = ort
         providers = [p for p in _PROVIDERS[kind] if p in available]
-        env_arena = not self._on_gpu and shared_cpu_arena(ort)
         weights = manifest.root / manifest.data["weights"]["file"]
         self._weights = map_weights(weights)  # kept alive as long as the sessions that read it
         self._values: dict[tuple, Any] = {}  # (offset, dtype, shape) in the weight file -> OrtValue over its bytes
@@ -87,8 +70,8 @@ class OnnxRuntimeBackend(Backend):
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.intra_op_num_threads = threads
             opts.log_severity_level = 3
-            if env_arena:
-                opts.add_session_config_entry("session.use_env_allocators", "1")
+            if not self._on_gpu:
+                opts.enable_cpu_mem_arena = False
             try:
                 for ref in external_refs(path):
                     opts.add_initializer(ref.name, self._value(ref))
