@@ -91,29 +91,22 @@ def _bytes_mutation(data: bytes, rng: np.random.Generator) -> bytes:
     return bytes(buf)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _side_structure(rng: np.random.Generator) -> bytes:
     """Side information that parses, with values an attacker picks: steps, positions, CDF indexes, slots."""
+    from ..entropy.lanes import varint
+
     out = bytearray([1]) + struct.pack(">ff", float(rng.choice([2e-5, 0.0, -1.0, np.inf, np.nan])), 1e-4)
     steps = int(rng.integers(0, 4))
-    out += _varint(steps)
+    out += varint(steps)
     for _ in range(steps):
         out.append(int(rng.choice([0, 1, 5, 10, 11, 200, 255])))
         n = int(rng.integers(0, 6))
-        out += _varint(n)
+        out += varint(n)
         for _ in range(n):
-            out += _varint(int(rng.choice([0, 1, 7, 100, 4095, 1 << 20, 1 << 35, (1 << 63) - 1])))
+            out += varint(int(rng.choice([0, 1, 7, 100, 4095, 1 << 20, 1 << 35, (1 << 63) - 1])))
         out += bytes(int(rng.choice([0, 5, 58, 59, 60, 61, 127, 255])) for _ in range(n))
     choices = int(rng.integers(0, 3))
-    out += _varint(choices)
+    out += varint(choices)
     for _ in range(choices):
         k = int(rng.choice([0, 1, 2, 3, 255]))
         out += bytes([int(rng.choice([0, 3, 4, 7, 10, 11, 255])), k])

@@ -250,6 +250,25 @@ def _encode_interleaved(symbols, indexes, cdf, cdf_length, offset, rcp, rcp_shif
     return p
 
 
+@_inline
+def _pop(x, p, end, words, idx, cdf, lut, lut_shift):
+    """Decode one symbol of CDF row ``idx`` from state ``x``, renormalising from ``words[p]``: returns
+    ``(x, p, s, error)``, ``s`` the symbol's position in the row (the lookup table gives a lower bound; the row
+    ends in 65536, checked by LaneTable, so the search stops)."""
+    slot = x & 0xFFFF
+    s = np.int64(lut[idx, slot >> lut_shift])
+    while cdf[idx, s + 1] <= slot:
+        s += 1
+    start = np.int64(cdf[idx, s])
+    x = (np.int64(cdf[idx, s + 1]) - start) * (x >> PRECISION) + slot - start
+    if x < RANS_L:
+        if p >= end:
+            return x, p, s, _ERR_EOF
+        x = (x << 32) | np.int64(words[p])
+        p += 1
+    return x, p, s, 0
+
+
 @_kernel
 def _get_bits(x, p, end, words, bits):
     """Decode one bypass field of ``bits`` bits. Returns ``(x, p, field)``, ``field = -1`` past the lane end."""
@@ -313,19 +332,9 @@ def _decode_interleaved(words, state, cursor, n_lanes, first, indexes, out, cdf,
         if idx < 0 or idx >= rows:
             err = _ERR_INDEX
             break
-        x = state[lane]
-        slot = x & 0xFFFF
-        s = np.int64(lut[idx, slot >> lut_shift])
-        while cdf[idx, s + 1] <= slot:  # ends: the row's last entry is 65536 (checked by LaneTable)
-            s += 1
-        start = np.int64(cdf[idx, s])
-        x = (np.int64(cdf[idx, s + 1]) - start) * (x >> PRECISION) + slot - start
-        if x < RANS_L:
-            if p >= end:
-                err = _ERR_EOF
-                break
-            x = (x << 32) | np.int64(words[p])
-            p += 1
+        x, p, s, err = _pop(state[lane], p, end, words, idx, cdf, lut, lut_shift)
+        if err:
+            break
         nvals = np.int64(cdf_length[idx]) - 2
         if s < nvals:
             out[i] = s + offset[idx]
@@ -396,18 +405,9 @@ def _decode_compressai(words, state, cursor, indexes, out, cdf, cdf_length, offs
         if idx < 0 or idx >= rows:
             err = _ERR_INDEX
             break
-        slot = x & 0xFFFF
-        s = np.int64(lut[idx, slot >> lut_shift])
-        while cdf[idx, s + 1] <= slot:
-            s += 1
-        start = np.int64(cdf[idx, s])
-        x = (np.int64(cdf[idx, s + 1]) - start) * (x >> PRECISION) + slot - start
-        if x < RANS_L:
-            if p >= end:
-                err = _ERR_EOF
-                break
-            x = (x << 32) | np.int64(words[p])
-            p += 1
+        x, p, s, err = _pop(x, p, end, words, idx, cdf, lut, lut_shift)
+        if err:
+            break
         max_value = np.int64(cdf_length[idx]) - 2
         value = s
         if s == max_value:
@@ -646,10 +646,11 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, table: LaneTable, lanes: in
     buf = np.empty(2 * n_lanes + n + 4 * int(escapes[0]), dtype=np.uint32)
     first = _encode_interleaved(symbols, indexes, table.cdf, table.cdf_length, table.offset, table.rcp,
                                 table.rcp_shift, n_lanes, buf)
-    return _varint(n_lanes) + buf[first:].astype("<u4", copy=False).tobytes()
+    return varint(n_lanes) + buf[first:].astype("<u4", copy=False).tobytes()
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` (>= 0) as an unsigned LEB128 varint: 7 bits a byte, low first, high bit = more follow."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..entropy.lanes import varint
 from ..errors import BitstreamError, ConfigError
 
 LAYOUT = 1
@@ -70,17 +71,17 @@ class SideInfo:
 
     def to_bytes(self) -> bytes:
         out = bytearray([LAYOUT]) + struct.pack(">ff", self.margins.scale, self.margins.topk)
-        out += _varint(len(self.cdf))
+        out += varint(len(self.cdf))
         for step in sorted(self.cdf):
             positions, indexes = self.cdf[step]
             out.append(step)
-            out += _varint(len(positions))
+            out += varint(len(positions))
             prev = -1
             for p in positions.tolist():
-                out += _varint(p - prev - 1)
+                out += varint(p - prev - 1)
                 prev = p
             out += np.asarray(indexes, dtype=np.uint8).tobytes()
-        out += _varint(len(self.topk))
+        out += varint(len(self.topk))
         for step in sorted(self.topk):
             slots = np.asarray(self.topk[step], dtype=np.uint8)
             out += bytes([step, len(slots)]) + slots.tobytes()
@@ -113,15 +114,6 @@ class SideInfo:
         except (IndexError, struct.error):
             raise BitstreamError("corrupted stream: side information is truncated") from None
         return info
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 class _Reader:
