@@ -128,7 +128,8 @@ def parse(data: bytes, expected_fingerprint: bytes | None = None, partial: bool 
                                  f"{expected_fingerprint.hex()}); decode it with the export that wrote it")
 
     if len(data) > expected_len:
-        raise BitstreamError(f"stream has {len(data) - expected_len} unexpected trailing bytes")
+        extra = len(data) - expected_len
+        raise BitstreamError(f"stream has {extra} unexpected trailing byte{'s' if extra > 1 else ''}")
     if len(data) < expected_len:
         if not partial:
             raise BitstreamError(f"truncated stream: {len(data)} bytes, the header announces {expected_len}")

@@ -91,7 +91,9 @@ def size_problem(height: int, width: int, max_pixels: int | None, what: str) -> 
 
 
 def _mp(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} MP" if pixels >= 1e7 else f"{pixels / 1e6:.3g} MP"
+    """Megapixels, with a decimal where rounding would hide that a size is over a limit (64.1 MP > 64 MP)."""
+    mp = pixels / 1e6
+    return f"{mp:.0f} MP" if mp >= 100 or mp == round(mp) else f"{mp:.1f} MP" if mp >= 10 else f"{mp:.3g} MP"
 
 
 def memory_problem(config: HPCMConfig, height: int, width: int, batch: int, tile_budget: int | None,
