@@ -2,7 +2,10 @@
 
 - Weights: every graph's large initializers live once in the export's ``weights.bin``. The file is mapped once
   and each tensor becomes one ``OrtValue`` over the mapped bytes, handed to every session that uses it
-  (``SessionOptions.add_initializer``), so the 18 sessions hold one copy, not one each.
+  (``SessionOptions.add_initializer``), so the 18 sessions share one copy of the weights as stored. The
+  graph optimiser (``ORT_ENABLE_ALL``) still gives each session its own reordered copy of the convolution
+  weights it uses (the blocked NCHWc layout of its fast kernels): opening ``phase2`` costs about 0.8-1.2 GB,
+  against 1.7-1.8 GB with a copy of every weight in every graph (``docs/stages.md``).
 - Working memory: on the CPU the sessions allocate without an arena (``enable_cpu_mem_arena = False``). The
   stages' tensors are large (hundreds of kB to tens of MB), so the C allocator maps and unmaps them directly
   and the process holds only what is live; an arena (one per session, or one shared through
