@@ -251,6 +251,18 @@ def _encode_interleaved(symbols, indexes, cdf, cdf_length, offset, rcp, rcp_shif
 
 
 @_inline
+def _refill(x, p, end, words):
+    """Renormalise a decoder state: below ``RANS_L`` it takes the next 32-bit word. Returns ``(x, p, ok)``,
+    ``ok`` False where a word was needed past ``end``."""
+    if x < RANS_L:
+        if p >= end:
+            return x, p, False
+        x = (x << 32) | np.int64(words[p])
+        p += 1
+    return x, p, True
+
+
+@_inline
 def _pop(x, p, end, words, idx, cdf, lut, lut_shift):
     """Decode one symbol of CDF row ``idx`` from state ``x``, renormalising from ``words[p]``: returns
     ``(x, p, s, error)``, ``s`` the symbol's position in the row (the lookup table gives a lower bound; the row
@@ -261,12 +273,8 @@ def _pop(x, p, end, words, idx, cdf, lut, lut_shift):
         s += 1
     start = np.int64(cdf[idx, s])
     x = (np.int64(cdf[idx, s + 1]) - start) * (x >> PRECISION) + slot - start
-    if x < RANS_L:
-        if p >= end:
-            return x, p, s, _ERR_EOF
-        x = (x << 32) | np.int64(words[p])
-        p += 1
-    return x, p, s, 0
+    x, p, ok = _refill(x, p, end, words)
+    return x, p, s, 0 if ok else _ERR_EOF
 
 
 @_kernel
@@ -275,12 +283,8 @@ def _get_bits(x, p, end, words, bits):
     slot = x & 0xFFFF
     field = slot >> (PRECISION - bits)
     x = ((x >> PRECISION) << (PRECISION - bits)) + (slot & ((np.int64(1) << (PRECISION - bits)) - 1))
-    if x < RANS_L:
-        if p >= end:
-            return x, p, np.int64(-1)
-        x = (x << 32) | np.int64(words[p])
-        p += 1
-    return x, p, field
+    x, p, ok = _refill(x, p, end, words)
+    return x, p, field if ok else np.int64(-1)
 
 
 @_kernel
@@ -356,12 +360,8 @@ def _raw_bits(x, p, end, words, bits):
     """CompressAI's bypass read: the state's low ``bits`` bits. Returns ``(x, p, value)``, -1 past the end."""
     value = x & ((np.int64(1) << bits) - 1)
     x >>= bits
-    if x < RANS_L:
-        if p >= end:
-            return x, p, np.int64(-1)
-        x = (x << 32) | np.int64(words[p])
-        p += 1
-    return x, p, value
+    x, p, ok = _refill(x, p, end, words)
+    return x, p, value if ok else np.int64(-1)
 
 
 @_kernel
