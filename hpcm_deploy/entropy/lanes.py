@@ -255,7 +255,7 @@ def _refill(x, p, end, words):
     """Renormalise a decoder state: below ``RANS_L`` it takes the next 32-bit word. Returns ``(x, p, ok)``,
     ``ok`` False where a word was needed past ``end``.
 
-    Only CompressAI's raw-bit reads use it. The decode kernels write the same lines out in their per-symbol
+    Only CompressAI's raw-bit reads use it. The decode kernel writes the same lines out in its per-symbol
     paths: through this (or any) inlined helper returning a tuple, numba's code decoded 2.4x slower (measured
     with scripts/bench_entropy.py: 12 ms against 5 ms for HPCM-Base's 491,520 symbols)."""
     if x < RANS_L:
@@ -268,9 +268,11 @@ def _refill(x, p, end, words):
 
 @_kernel
 def _decode_interleaved(words, state, cursor, n_lanes, first, indexes, out, cdf, cdf_length, offset, lut,
-                        lut_shift):
+                        lut_shift, compressai):
     """Decode symbols ``first .. first + len(indexes) - 1`` of the sequence into ``out`` (``indexes[i]``,
-    ``out[i]``: symbol ``first + i``, coded by lane ``(first + i) % n_lanes``).
+    ``out[i]``: symbol ``first + i``, coded by lane ``(first + i) % n_lanes``). ``compressai``: a
+    ``compressai.ans`` stream (one lane; its escapes: the escape symbol, then 4-bit raw fields) instead of a lane
+    payload.
 
     ``state``: the lanes' rANS states; ``cursor[0]``: the next word of ``words`` (the shared stream). Returns 0
     or an error code, after updating ``state`` and ``cursor`` to where decoding stopped (on an error: the lanes
@@ -306,6 +308,11 @@ def _decode_interleaved(words, state, cursor, n_lanes, first, indexes, out, cdf,
         nvals = np.int64(cdf_length[idx]) - 2
         if s < nvals:
             out[i] = s + offset[idx]
+        elif compressai:
+            x, p, value, err = _compressai_escape(x, p, end, words, nvals)
+            if err:
+                break
+            out[i] = ((value + offset[idx] + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # int32 arithmetic, as CompressAI
         else:
             # an escape: its bypass fields, in order the 3-bit length m, its 5-bit extension where the length
             # field says 7, then the bits of z under its leading 1 in fields of at most 16 bits (written out here,
@@ -387,51 +394,6 @@ def _compressai_escape(x, p, end, words, max_value):
     raw = ((raw + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)  # CompressAI holds it in an int32
     value = raw >> 1
     return x, p, (-value - 1 if raw & 1 else value + max_value), 0
-
-
-@_kernel
-def _decode_compressai(words, state, cursor, indexes, out, cdf, cdf_length, offset, lut, lut_shift):
-    """A ``compressai.ans`` stream (one lane; escape = the escape symbol, then 4-bit raw fields: a count,
-    extended while it is 15, then that many nibbles of the value), bounds-checked. As
-    :func:`_decode_interleaved` with one lane, from symbol ``cursor[1]`` on."""
-    n = indexes.shape[0]
-    rows = cdf.shape[0]
-    end = words.shape[0]
-    p = cursor[0]
-    x = state[0]
-    err = 0
-    done = 0
-    for i in range(n):
-        idx = indexes[i]
-        if idx < 0 or idx >= rows:
-            err = _ERR_INDEX
-            break
-        slot = x & 0xFFFF  # as in _decode_interleaved
-        s = np.int64(lut[idx, slot >> lut_shift])
-        while cdf[idx, s + 1] <= slot:
-            s += 1
-        start = np.int64(cdf[idx, s])
-        x = (np.int64(cdf[idx, s + 1]) - start) * (x >> PRECISION) + slot - start
-        if x < RANS_L:
-            if p >= end:
-                err = _ERR_EOF
-                break
-            x = (x << 32) | np.int64(words[p])
-            p += 1
-        max_value = np.int64(cdf_length[idx]) - 2
-        value = s
-        if s == max_value:
-            x, p, value, err = _compressai_escape(x, p, end, words, max_value)
-            if err:
-                break
-        value += np.int64(offset[idx])
-        out[i] = ((value + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-        done += 1
-    if not err:
-        state[0] = x
-    cursor[0] = p
-    cursor[1] += done
-    return err
 
 
 @_kernel
@@ -768,7 +730,7 @@ class LaneDecoder(_Decoder):
     def _decode(self, indexes: np.ndarray, out: np.ndarray) -> int:
         t = self.table
         return int(_decode_interleaved(self.words, self.state, self.cursor, self.lanes, self.done, indexes, out,
-                                       t.cdf, t.cdf_length, t.offset, t.lut, t.lut_shift))
+                                       t.cdf, t.cdf_length, t.offset, t.lut, t.lut_shift, False))
 
 
 class LegacyDecoder(_Decoder):
@@ -783,8 +745,8 @@ class LegacyDecoder(_Decoder):
 
     def _decode(self, indexes: np.ndarray, out: np.ndarray) -> int:
         t = self.table
-        return int(_decode_compressai(self.words, self.state, self.cursor, indexes, out, t.cdf, t.cdf_length,
-                                      t.offset, t.lut, t.lut_shift))
+        return int(_decode_interleaved(self.words, self.state, self.cursor, 1, self.done, indexes, out, t.cdf,
+                                       t.cdf_length, t.offset, t.lut, t.lut_shift, True))
 
 
 def decode_batch(decoders: Sequence[_Decoder], indexes: np.ndarray) -> np.ndarray:
