@@ -235,6 +235,24 @@ def test_scale_indexes_equal_searchsorted(edges):
     assert np.array_equal(lanes.scale_indexes(s64, edges), np.searchsorted(edges, s64, side="left"))
 
 
+def test_scale_indexer_is_scale_indexes_prepared_once(edges):
+    rng = np.random.default_rng(6)
+    scales = np.exp(rng.uniform(-4, 6, (3, 40, 7, 5))).astype(np.float32)
+    mine = edges.copy()
+    indexer = lanes.ScaleIndexer(mine)
+    expected = np.searchsorted(edges, scales, side="left")
+    out = indexer(scales)
+    assert out.dtype == np.int32 and out.shape == scales.shape and np.array_equal(out, expected)
+    out[0] = -1  # a fresh array each call, which the codec patches with signalled indexes
+    assert np.array_equal(indexer(scales), expected)
+    mine[:] = 0  # the indexer holds its own copy of the edges
+    assert np.array_equal(indexer(scales), expected)
+    assert np.array_equal(indexer(scales[:, ::3]), expected[:, ::3])  # strided: copied, same answer
+    # edges with NaN (unsorted in numpy's sense) or of another dtype take numpy's own search
+    for other in (np.array([0.5, np.nan], np.float32), edges.astype(np.float64)):
+        assert np.array_equal(lanes.ScaleIndexer(other)(scales), np.searchsorted(other, scales, side="left"))
+
+
 # ------------------------------------------------------------------------------------------- hostile input
 def small_payload(table: lanes.LaneTable, n_lanes: int = 3, n: int = 400, seed: int = 5):
     rng = np.random.default_rng(seed)

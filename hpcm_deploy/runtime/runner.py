@@ -85,6 +85,7 @@ class ProgramRunner:
         self.program, self.backend, self.tables = program, backend, tables
         self.memory_budget = memory_budget
         self._lanes_y, self._lanes_z = tables.lane_tables()
+        self._indexes = lanes.ScaleIndexer(tables.scale_edges)
         self._free_enc = program.last_use(program.encode, encoding=True)
         self._free_dec = program.last_use(program.decode, encoding=False)
         self._z_channel = np.arange(program.config.N, dtype=np.int32)[:, None, None]
@@ -243,7 +244,7 @@ class ProgramRunner:
         means = self._host(state[step.means], t)
         y = self._host(state[step.y], t)
         start = time.perf_counter()
-        idx = lanes.scale_indexes(scales, self.tables.scale_edges)
+        idx = self._indexes(scales)
         t.entropy += time.perf_counter() - start
         start = time.perf_counter()
         q = np.round(y - means)  # float32 arithmetic and round-half-even, as torch.round on the device
@@ -375,7 +376,7 @@ class ProgramRunner:
                                                                                                        np.ndarray]:
         scales = self._host(state[step.scales], t)
         start = time.perf_counter()
-        idx = lanes.scale_indexes(scales, self.tables.scale_edges)
+        idx = self._indexes(scales)
         for b, info in enumerate(side):
             if info is not None and step.index in info.cdf:
                 positions, values = info.cdf[step.index]
