@@ -555,6 +555,8 @@ def choose_lanes(n_symbols: int, payload_bytes: int | None = None) -> int:
 def _int32(a: np.ndarray, name: str) -> np.ndarray:
     """``a`` flattened (C order) as a contiguous int32 array; a copy only where needed."""
     a = np.asarray(a)
+    if a.dtype == np.int32 and a.flags.c_contiguous and a.flags.writeable:
+        return a.reshape(-1)  # the codecs' case, taken first: a view, no NumPy passes over the data
     if a.dtype.kind not in "iu":
         raise ValueError(f"{name} must be an integer array, not {a.dtype}")
     if a.dtype != np.int32 and a.size and (int(a.min()) < -(1 << 31) or int(a.max()) >= 1 << 31):
@@ -769,10 +771,7 @@ def decode_batch(decoders: Sequence[_Decoder], indexes: np.ndarray) -> np.ndarra
             except BitstreamError as exc:
                 dec._failed = str(exc)
                 raise
-    if batch and indexes.dtype == np.int32 and indexes.flags.c_contiguous and indexes.flags.writeable:
-        flat = indexes.reshape(batch, -1)  # the codec's case: a view, no NumPy passes over the indexes
-    else:
-        flat = _int32(indexes, "indexes").reshape(batch, -1) if batch else np.zeros((0, 0), np.int32)
+    flat = _int32(indexes, "indexes").reshape(batch, -1) if batch else np.zeros((0, 0), np.int32)
     n = flat.shape[1]
     out = np.empty((batch, n), dtype=np.int32)
     for dec in decoders:
@@ -782,17 +781,14 @@ def decode_batch(decoders: Sequence[_Decoder], indexes: np.ndarray) -> np.ndarra
             raise ValueError(f"reading {n} symbols, only {dec.remaining} of {dec.total} are left")
     if n:
         threads = _parallelism(batch * n, batch)
-        if threads == 1:
-            failed = [(b, err) for b in range(batch) if (err := decoders[b]._decode(flat[b], out[b]))]
-        else:
-            groups = [list(range(k, batch, threads)) for k in range(threads)]
+        groups = [list(range(k, batch, threads)) for k in range(threads)]
 
-            def task(group: list[int]) -> Callable[[], list[tuple[int, int]]]:
-                def run() -> list[tuple[int, int]]:
-                    return [(b, err) for b in group if (err := decoders[b]._decode(flat[b], out[b]))]
-                return run
+        def task(group: list[int]) -> Callable[[], list[tuple[int, int]]]:
+            def run() -> list[tuple[int, int]]:
+                return [(b, err) for b in group if (err := decoders[b]._decode(flat[b], out[b]))]
+            return run
 
-            failed = sorted(e for errors in _run([task(g) for g in groups]) for e in errors)
+        failed = sorted(e for errors in _run([task(g) for g in groups]) for e in errors)
         for b, err in failed:
             decoders[b]._failed = _ERRORS[err] + (f" (image {b})" if batch > 1 else "")
         if failed:
