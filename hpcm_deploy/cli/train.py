@@ -25,16 +25,17 @@ from .options import parse_overrides, set_option
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory (checkpoint, log, "
               "final model.pt).")
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT holds a checkpoint.")
-@click.option("--init", type=click.Path(dir_okay=False, exists=True), help="Start a new run from these weights "
-              "(e.g. hpcm_deploy/data/demo_tiny_phase2.pt) instead of a random initialisation.")
+@click.option("--init", metavar="WEIGHTS", help="Start a new run from these weights instead of a random "
+              "initialisation: a file, or demo-phase2 / demo-base (the embedded demo models). The model may "
+              "differ from them only in its banks (--set max_refs_s1=0 ...): shared layers are copied.")
 @set_option
 def train_cmd(preset, lmbda, steps, batch, crop, lr, lr_drop_at, seed, threads, out, no_resume, init,
               overrides) -> None:
     """Train a model with the HPCM rate-distortion loss; resumes from OUT/checkpoint.pt."""
-    from ..training.train import TrainSettings, train
+    from ..training.train import TrainSettings, resolve_init, train
 
     settings = TrainSettings(preset=preset, lmbda=lmbda, steps=steps, batch=batch, crop=crop, lr=lr,
                              lr_final=lr / 5, lr_drop_at=lr_drop_at, seed=seed, threads=threads,
                              overrides=tuple(sorted(parse_overrides(overrides).items())))
-    weights = train(out, settings, resume=not no_resume, init=init)
+    weights = train(out, settings, resume=not no_resume, init=resolve_init(init) if init else None)
     click.echo(f"wrote {weights}")

@@ -84,12 +84,50 @@ def _restore(model: HPCM, optimizer: torch.optim.Optimizer, sampler: CropSampler
         return ckpt["step"], ckpt["seconds"]
     if init is not None:
         start = load_model(checkpoint=init, seed=None)
-        if start.config != model.config:
-            raise CheckpointError(f"--init {init} holds a {start.config.to_dict()} model, not the "
-                                  f"{settings.preset} this run trains")
-        model.load_state_dict(start.state_dict())  # float16 shipped weights become float32 here
-        log.warning("starting from the weights in %s", init)
+        _init_from(model, start, init)
+        log.info("starting from the weights in %s", init)
     return 0, 0.0
+
+
+# configuration fields an ablation may change while starting from another configuration's weights: they
+# add, remove or resize memory banks and transfer adapters, never the layers the two models share
+_BANK_FIELDS = frozenset({"enable_multiref", "enable_hierarchical_transfer", "value_resolution", "compress_ratio",
+                          *(f"{kind}_refs_s{s}" for kind in ("max", "topk") for s in (1, 2, 3))})
+
+
+def _init_from(model: HPCM, start: HPCM, init: str | os.PathLike) -> None:
+    """Copy ``start``'s weights into ``model`` (float16 shipped weights become float32 here). The two may
+    differ only in their banks (an ablation started from the shipped weights): then every tensor the two
+    share with the same shape is copied, banks and adapters that ``start`` lacks stay freshly initialised."""
+    ours, theirs = model.config.to_dict(), start.config.to_dict()
+    changed = {k for k in ours if ours[k] != theirs.get(k)}
+    if changed - _BANK_FIELDS:
+        raise CheckpointError(f"--init {init} holds a {theirs} model, not the {ours} this run trains "
+                              f"(differs in {', '.join(sorted(changed - _BANK_FIELDS))})")
+    own, state = model.state_dict(), start.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    if changed:
+        fresh = sorted({k.split(".")[0] for k in own if k not in shared})
+        dropped = sorted({k.split(".")[0] for k in state if k not in shared})
+        log.info("--init differs in %s: %d of %d tensors copied; fresh: %s; dropped: %s", ", ".join(sorted(changed)),
+                 len(shared), len(own), ", ".join(fresh) or "none", ", ".join(dropped) or "none")
+
+
+INIT_NAMES = {"demo-phase2": False, "demo-base": True}  # --init names of the embedded demo weights (base?)
+
+
+def resolve_init(init: str | os.PathLike) -> Path:
+    """``--init``'s weights: an embedded demo model by name (``demo-phase2``, ``demo-base``) or a file."""
+    if str(init) in INIT_NAMES:
+        from ..bundled import demo_weights
+
+        return demo_weights(base=INIT_NAMES[str(init)])
+    path = Path(init)
+    if not path.is_file():
+        raise CheckpointError(f"--init {init}: no such file (or use {' / '.join(INIT_NAMES)}, the embedded "
+                              "demo models)")
+    return path
 
 
 def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True,
