@@ -10,7 +10,8 @@ import torch
 
 import hpcm_deploy as hd
 from hpcm_deploy.errors import CheckpointError, ConfigError
-from hpcm_deploy.training.train import TrainSettings, bundle_weights, train
+from hpcm_deploy.models.loading import copy_shared_weights
+from hpcm_deploy.training.train import TrainSettings, bundle_weights, resolve_init, train
 
 SETTINGS = TrainSettings(preset="tiny-base", steps=4, batch=1, crop=256, checkpoint_every=2, log_every=2, seed=3)
 
@@ -54,5 +55,26 @@ def test_a_run_can_start_from_shipped_weights(tmp_path):
     k = "g_a.branch.0.weight"
     # one step from the shipped weights stays near them; a fresh run is elsewhere
     assert (b[k] - a[k].float()).abs().max() < (c[k] - a[k].float()).abs().max()
-    with pytest.raises(CheckpointError, match="not the"):
-        train(tmp_path / "wrong", replace(SETTINGS, preset="tiny-phase2", steps=1), init=shipped)
+    with pytest.raises(CheckpointError, match="differs in N"):  # other layer widths: nothing to start from
+        train(tmp_path / "wrong", replace(SETTINGS, steps=1, overrides=(("N", 48),)), init=shipped)
+
+
+def test_an_ablation_starts_from_weights_that_differ_only_in_banks(tmp_path):
+    """Phase 2 without the s1/s2 banks (or without transfer) from the shipped Phase 2 weights: every shared
+    layer is copied exactly; the banks the ablation drops are dropped; HPCM-Base weights start Phase 2 with
+    fresh banks."""
+    shipped = hd.load_model(checkpoint=resolve_init("demo-phase2"), seed=None)
+    s3_only = hd.load_model("tiny-phase2", seed=5, max_refs_s1=0, max_refs_s2=0)
+    left = copy_shared_weights(s3_only, shipped)
+    assert left == {"fresh": [], "dropped": ["memory_bank_s1", "memory_bank_s2"]}
+    own = s3_only.state_dict()
+    for k, v in shipped.state_dict().items():
+        if not k.startswith(("memory_bank_s1", "memory_bank_s2")):
+            assert torch.equal(own[k], v), k
+    phase2 = hd.load_model("tiny-phase2", seed=5)
+    banks_before = {k: v.clone() for k, v in phase2.state_dict().items() if k.startswith("memory_bank_")}
+    left = copy_shared_weights(phase2, hd.load_model(checkpoint=resolve_init("demo-base"), seed=None))
+    assert "memory_bank_s3" in left["fresh"] and left["dropped"] == []
+    assert all(torch.equal(phase2.state_dict()[k], v) for k, v in banks_before.items())
+    with pytest.raises(CheckpointError, match="no such file"):
+        resolve_init(tmp_path / "missing.pt")

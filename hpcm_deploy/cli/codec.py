@@ -196,12 +196,16 @@ def _preview_steps(text: str | None) -> int | None:
               "sample).")
 @click.option("--no-anchors", is_flag=True, help="Skip the comparison with JPEG, WebP and AVIF (AVIF's encoder "
               "takes a few seconds).")
+@click.option("--compare", "compare_png", type=click.Path(dir_okay=False), help="Also write this PNG: one crop "
+              "of the image as the embedded Phase 2 and Base models, JPEG, WebP and AVIF decode it at the same bpp.")
 @click.option("--json", "as_json", is_flag=True)
-def demo(export_dir, image, no_anchors, as_json) -> None:
+def demo(export_dir, image, no_anchors, compare_png, as_json) -> None:
     """The main job: export the default model if needed, code the sample image with ONNX Runtime, check it, and
     compare it with JPEG, WebP and AVIF at the same bits per pixel."""
     from ..demo import run_demo
 
+    if compare_png and image and Path(compare_png).resolve() == Path(image).resolve():
+        raise InputError(f"--compare {compare_png} is the input image; choose another file")
     console = Console(stderr=True)
     report = run_demo(export_dir, image, progress=lambda s, sec: console.print(f"  exported {s} ({sec:.1f} s)"),
                       anchors=not no_anchors)
@@ -209,6 +213,15 @@ def demo(export_dir, image, no_anchors, as_json) -> None:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
         _print_demo(report)
+    if compare_png:
+        import numpy as np
+
+        from ..codec.images import read_image
+        from ..evaluation.compare import compare_picture
+
+        shown = compare_picture(np.asarray(read_image(report.image).convert("RGB")), compare_png)
+        console.print(f"wrote {compare_png}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in shown["psnr"].items())
+                      + f" at <= {shown['bpp']:.4f} bpp")
     if not report.ok:
         raise SystemExit(1)
 

@@ -123,3 +123,31 @@ def load_into(model: HPCM, state: Mapping[str, Tensor]) -> list[str]:
         log.warning(n)
     model.update(force=True)
     return notices
+
+
+# configuration fields an ablation may change while starting from another configuration's weights: they
+# add, remove or resize memory banks and transfer adapters, never the layers the two models share
+_BANK_FIELDS = frozenset({"enable_multiref", "enable_hierarchical_transfer", "value_resolution", "compress_ratio",
+                          *(f"{kind}_refs_s{s}" for kind in ("max", "topk") for s in (1, 2, 3))})
+
+
+def copy_shared_weights(model: HPCM, start: HPCM, what: str = "the weights") -> dict[str, list[str]]:
+    """Copy ``start``'s weights into ``model`` (float16 shipped weights become float32 here). The two may
+    differ only in their banks (an ablation of a trained model): then every tensor the two share with the same
+    shape is copied, and banks or adapters that ``start`` lacks stay as ``model`` has them. Returns the
+    top-level modules left fresh and dropped."""
+    ours, theirs = model.config.to_dict(), start.config.to_dict()
+    changed = {k for k in ours if ours[k] != theirs.get(k)}
+    if changed - _BANK_FIELDS:
+        raise CheckpointError(f"{what} hold a {theirs} model, not the {ours} they are copied into "
+                              f"(differs in {', '.join(sorted(changed - _BANK_FIELDS))})")
+    own, state = model.state_dict(), start.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    fresh = sorted({k.split(".")[0] for k in own if k not in shared})
+    dropped = sorted({k.split(".")[0] for k in state if k not in shared})
+    if changed:
+        log.info("%s differ in %s: %d of %d tensors copied; fresh: %s; dropped: %s", what, ", ".join(sorted(changed)),
+                 len(shared), len(own), ", ".join(fresh) or "none", ", ".join(dropped) or "none")
+    model.update(force=True)
+    return {"fresh": fresh, "dropped": dropped}

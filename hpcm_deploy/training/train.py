@@ -18,6 +18,7 @@ from ..errors import CheckpointError, ConfigError
 from ..files import write_atomic
 from ..models.api import build_model, load_model
 from ..models.hpcm import HPCM
+from ..models.loading import copy_shared_weights
 from .data import CropSampler, bundled_images
 
 log = logging.getLogger(__name__)
@@ -84,34 +85,9 @@ def _restore(model: HPCM, optimizer: torch.optim.Optimizer, sampler: CropSampler
         return ckpt["step"], ckpt["seconds"]
     if init is not None:
         start = load_model(checkpoint=init, seed=None)
-        _init_from(model, start, init)
+        copy_shared_weights(model, start, f"--init {init}")
         log.info("starting from the weights in %s", init)
     return 0, 0.0
-
-
-# configuration fields an ablation may change while starting from another configuration's weights: they
-# add, remove or resize memory banks and transfer adapters, never the layers the two models share
-_BANK_FIELDS = frozenset({"enable_multiref", "enable_hierarchical_transfer", "value_resolution", "compress_ratio",
-                          *(f"{kind}_refs_s{s}" for kind in ("max", "topk") for s in (1, 2, 3))})
-
-
-def _init_from(model: HPCM, start: HPCM, init: str | os.PathLike) -> None:
-    """Copy ``start``'s weights into ``model`` (float16 shipped weights become float32 here). The two may
-    differ only in their banks (an ablation started from the shipped weights): then every tensor the two
-    share with the same shape is copied, banks and adapters that ``start`` lacks stay freshly initialised."""
-    ours, theirs = model.config.to_dict(), start.config.to_dict()
-    changed = {k for k in ours if ours[k] != theirs.get(k)}
-    if changed - _BANK_FIELDS:
-        raise CheckpointError(f"--init {init} holds a {theirs} model, not the {ours} this run trains "
-                              f"(differs in {', '.join(sorted(changed - _BANK_FIELDS))})")
-    own, state = model.state_dict(), start.state_dict()
-    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(shared, strict=False)
-    if changed:
-        fresh = sorted({k.split(".")[0] for k in own if k not in shared})
-        dropped = sorted({k.split(".")[0] for k in state if k not in shared})
-        log.info("--init differs in %s: %d of %d tensors copied; fresh: %s; dropped: %s", ", ".join(sorted(changed)),
-                 len(shared), len(own), ", ".join(fresh) or "none", ", ".join(dropped) or "none")
 
 
 INIT_NAMES = {"demo-phase2": False, "demo-base": True}  # --init names of the embedded demo weights (base?)
