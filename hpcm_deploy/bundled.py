@@ -65,7 +65,7 @@ def default_export(root: str | os.PathLike | None = None, progress: Callable[[st
     weights = demo_weights(base)
     digest = sha256_file(weights)
     try:
-        if Manifest.load(root, verify_hashes=False).data.get("source_sha256") == digest:
+        if Manifest.load(root, verify_hashes=False).extra.get("source_sha256") == digest:
             return root
     except ExportError:
         pass

@@ -58,7 +58,7 @@ def random_export(preset: str, work: Path, jobs: int) -> Path:
 
     root = work / f"{preset}-seed{SEED}-x{SPREAD:g}"
     with contextlib.suppress(ExportError, KeyError):
-        if Manifest.load(root, verify_hashes=False).data.get("gpu_check") == f"{preset}/{SEED}/{SPREAD}":
+        if Manifest.load(root, verify_hashes=False).extra.get("gpu_check") == f"{preset}/{SEED}/{SPREAD}":
             return root
     model = load_model(preset, seed=SEED)
     with torch.no_grad():

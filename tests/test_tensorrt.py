@@ -5,6 +5,7 @@ need TensorRT itself skip, saying why, when TensorRT cannot create a builder on 
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 import hpcm_deploy as hd
 from hpcm_deploy.artifacts.engines import (
     EngineManifest,
+    PlanEntry,
     check_compatible,
     check_covered,
     check_engines_for_export,
@@ -89,7 +91,7 @@ def test_fp16_recipe_keeps_the_decision_path_in_fp32(fp16_export):
         assert out.type.tensor_type.elem_type == (FP32 if not out.name.startswith("topk.") else onnx.TensorProto.INT64)
         if out.name.startswith(("scales.", "means.")):  # the entropy head is computed in fp32, not cast
             assert producers[out.name].op_type != "Cast"
-    report = manifest.data["recipe"]["s3_step4"]
+    report = manifest.recipe["s3_step4"]
     assert report["fp16_nodes"] > 50 and "TopK" in report["kept_fp32_ops"]
 
 
@@ -110,11 +112,13 @@ def test_fp16_export_runs_in_onnxruntime_and_round_trips(fp16_export, tiny_phase
 def test_engine_manifest_is_checked_against_tensorrt_gpu_and_export(tmp_path, tiny_phase2_export, tiny_base_export):
     export = Manifest.load(tiny_phase2_export)
     sizes = SizeRange.from_sizes((256, 256), None, (512, 512))
-    data = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), "fp16", {}, all_profiles(export.program(), sizes))
-    for stage in export.data["stages"]:
+    built = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), "fp16", {}, all_profiles(export.program(), sizes),
+                         root=tmp_path)
+    plans = {}
+    for stage in export.stages:
         (tmp_path / f"{stage}.plan").write_bytes(stage.encode())
-        data["stages"][stage] = {"plan": f"{stage}.plan", "plan_sha256": sha256_file(tmp_path / f"{stage}.plan")}
-    EngineManifest(tmp_path, data).save()
+        plans[stage] = PlanEntry(f"{stage}.plan", sha256_file(tmp_path / f"{stage}.plan"))
+    replace(built, stages=plans).save()
     em = EngineManifest.load(tmp_path)
     check_compatible(em, export, "10.13.3", (9, 0))  # matches: no error
     with pytest.raises(hd.BackendError, match=r"TensorRT 10.13.3 for sm90.*TensorRT 11.0.0 on sm90"):
@@ -186,8 +190,9 @@ def _program_and_export(preset="tiny-phase2"):
     """A coding program and an export manifest for it, in memory (nothing here runs a graph)."""
     config = hd.get_config(preset)
     program = build_program(config)
-    export = Manifest(Path("export") / preset, {"name": preset, "fingerprint": "0" * 64, "config": config.to_dict(),
-                                                 "stages": {s: {} for s in program.stages}})
+    export = Manifest.from_dict(Path("export") / preset, {"name": preset, "fingerprint": "0" * 64,
+                                                          "config": config.to_dict(),
+                                                          "stages": {s: {} for s in program.stages}})
     return program, export
 
 
@@ -196,12 +201,10 @@ def _engines(root, sizes, precision="fp32", tf32=False, fixed_batch=None):
     program, export = _program_and_export()
     if fixed_batch:
         sizes = sizes.with_batch(fixed_batch)
-    data = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), precision, sizes.as_dict(),
-                        all_profiles(program, sizes), tf32=tf32)
-    for stage in program.stages:
-        data["stages"][stage] = {"plan": f"{stage}.plan", "plan_sha256": ""}
+    built = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), precision, sizes.as_dict(),
+                         all_profiles(program, sizes), tf32=tf32, root=root)
     root.mkdir(parents=True, exist_ok=True)
-    EngineManifest(root, data).save()
+    replace(built, stages={stage: PlanEntry(f"{stage}.plan", "") for stage in program.stages}).save()
     return EngineManifest.load(root)
 
 
@@ -209,7 +212,7 @@ def test_sizes_and_batches_outside_the_engines_are_refused_naming_the_range(tmp_
     program, export = _program_and_export()
     sizes = SizeRange.from_sizes((256, 256), (256, 512), (512, 768), max_batch=2, opt_batch=1)
     em = _engines(tmp_path / "e", sizes, tf32=True)
-    assert em.max_batch == 2 and em.sizes == sizes and em.tf32 and em.data["tf32"] is True
+    assert em.max_batch == 2 and em.sizes == sizes and em.tf32 and em.to_dict()["tf32"] is True
     assert em.sizes.describe() == "sizes 256x256 to 512x768, batch 1 to 2"
     check_engines_for_export(em, export, "fp32")
 

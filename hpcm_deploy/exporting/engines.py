@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..artifacts.engines import (
     MANIFEST,
     PRECISIONS,
     TIMING_CACHE,
-    EngineManifest,
+    PlanEntry,
     default_engine_dir,
     new_manifest,
     resolve_precision,
@@ -61,10 +62,10 @@ def recipe_graphs(export: Manifest, precision: str, out_dir: Path) -> tuple[dict
     of their own as the export's graphs do."""
     precision = resolve_precision(export.precision, precision)
     if export.precision == precision:
-        return {s: export.stage_path(s) for s in export.data["stages"]}, {}
+        return {s: export.stage_path(s) for s in export.stages}, {}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, reports = {}, {}
-    for stage in export.data["stages"]:
+    for stage in export.stages:
         model, report = to_fp16(onnx.load(str(export.stage_path(stage))), stage)
         path = out_dir / f"{stage}.onnx"
         onnx.save(model, str(path))
@@ -99,28 +100,24 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
             raise ConfigError(f"cannot create the folder of timing cache {cache_plan.keep}: {exc}") from None
     with on_gpu(index), _polygraphy_log(), staged_directory(root) as work:
         graphs, reports = recipe_graphs(export, precision, work / "onnx")
-        data = new_manifest(export, trt.__version__, gpu, capability, precision, sizes.as_dict(), profiles, tf32)
-        data["recipe"] = reports
-        data["stripped"] = strip_weights
+        plans: dict[str, PlanEntry] = {}
         cache = _TimingCache(cache_plan.source)
         for stage, onnx_path in graphs.items():
             start = time.perf_counter()
             plan = _build_stage(trt, stage, onnx_path, profiles[stage], workspace, tf32, cache, strip_weights)
             plan_path = work / f"{stage}.plan"
             plan_path.write_bytes(plan)
-            data["stages"][stage] = {
-                "plan": plan_path.name, "plan_sha256": sha256_file(plan_path),
-                "onnx": str(onnx_path.relative_to(work)) if onnx_path.is_relative_to(work) else str(onnx_path),
-                "onnx_sha256": sha256_file(onnx_path),
-                "export_onnx_sha256": export.data["stages"][stage]["sha256"],
-                "tf32": tf32,
-                "build_seconds": round(time.perf_counter() - start, 1),
-            }
+            plans[stage] = PlanEntry(
+                plan_path.name, sha256_file(plan_path),
+                str(onnx_path.relative_to(work)) if onnx_path.is_relative_to(work) else str(onnx_path),
+                sha256_file(onnx_path), export.stages[stage].sha256, tf32, round(time.perf_counter() - start, 1))
             if progress:
                 progress(stage, time.perf_counter() - start)
         (work / TIMING_CACHE).write_bytes(cache.serialize())
-        data["timing_cache_source"] = str(cache_plan.source) if cache.reused else None
-        EngineManifest(work, data).save()
+        built = new_manifest(export, trt.__version__, gpu, capability, precision, sizes.as_dict(), profiles, tf32,
+                             root=work)
+        replace(built, stages=plans, recipe=reports, stripped=strip_weights,
+                timing_cache_source=str(cache_plan.source) if cache.reused else None).save()
     assert (root / MANIFEST).is_file()
     if cache_plan.keep is not None:
         try:
