@@ -30,7 +30,8 @@ from ..entropy.tables import EntropyTables
 from ..errors import BitstreamError
 from ..stages.program import CodingProgram, Op
 from .decisions import Margins, SideInfo, near_edges
-from .tiling import LATTICE_ALIGN, choose_tile, run_tiled, stage_plan
+from .tile_memory import choose_tile
+from .tiling import LATTICE_ALIGN, run_tiled, stage_plan
 
 log = logging.getLogger(__name__)
 
