@@ -37,9 +37,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from hpcm_deploy.models.api import LATENT_SPREAD, spread_latent
+
 GPU_MODELS = ("demo", "hpcm-base", "phase2")
 CPU_MODELS = ("demo", "tiny-base", "tiny-phase2")
-SPREAD = 20.0  # the last g_a layer's weight gain: a random g_a gives almost all-zero symbols otherwise
+SPREAD = LATENT_SPREAD  # the last g_a layer's weight gain: a random g_a gives almost all-zero symbols otherwise
 SEED = 0
 
 
@@ -61,8 +63,7 @@ def random_export(preset: str, work: Path, jobs: int) -> Path:
         if Manifest.load(root, verify_hashes=False).extra.get("gpu_check") == f"{preset}/{SEED}/{SPREAD}":
             return root
     model = load_model(preset, seed=SEED)
-    with torch.no_grad():
-        model.g_a.branch[-1].weight.mul_(SPREAD)
+    spread_latent(model, SPREAD)
     return export_model(model, root, preset, jobs=jobs, source=f"random {preset}, seed {SEED}, g_a x{SPREAD:g}",
                         extra={"gpu_check": f"{preset}/{SEED}/{SPREAD}"})
 

@@ -40,20 +40,7 @@ from .weights import share_weights
 log = logging.getLogger(__name__)
 DEFAULT_SIZES = SizeRange.from_sizes((256, 256), (512, 768), (2048, 2048))
 
-__all__ = ["DEFAULT_SIZES", "PRECISIONS", "build_engines", "parse_workspace", "recipe_graphs"]
-
-
-def parse_workspace(text: str) -> int:
-    """``"4G"``, ``"512M"``, ``"1073741824"`` -> bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B")
-    try:
-        value = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except (ValueError, KeyError):
-        raise ConfigError(f"bad workspace size {text!r}: use e.g. 512M or 4G") from None
-    if value <= 0:
-        raise ConfigError(f"bad workspace size {text!r}: it must be positive")
-    return value
+__all__ = ["DEFAULT_SIZES", "PRECISIONS", "build_engines", "recipe_graphs"]
 
 
 def recipe_graphs(export: Manifest, precision: str, out_dir: Path) -> tuple[dict[str, Path], dict[str, dict]]:
