@@ -38,7 +38,7 @@ else:
     out = codec.decompress(open(path, "rb").read(), kind="numpy")
     extra = {"shape": list(out.shape)}
 seconds = time.perf_counter() - start
-tiles = {f"{k[0]} {k[1][0]}x{k[1][1]}": len(v.tiles) for k, v in codec._runner._tiles.items() if v is not None}
+tiles = {f"{k[0]} {k[1][0]}x{k[1][1]}": len(v.tiles) for k, v in codec.tile_plans().items()}
 print(json.dumps({"verb": verb, "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                   / 1024, "opened_mb": opened, "tiles": tiles, **extra}))
 '''

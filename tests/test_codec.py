@@ -293,7 +293,7 @@ def test_tiled_transforms_decode_within_one_level_of_untiled(tiny_phase2_export,
     for stream in streams:
         a, b = whole.decompress(stream, kind="numpy"), tiled.decompress(stream, kind="numpy")
         assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
-    plans = [p for p in tiled._runner._tiles.values() if p is not None]
+    plans = list(tiled.tile_plans().values())
     assert plans and all(len(p.tiles) > 1 for p in plans)  # g_a and g_s really ran in several tiles
     for result in tiled.compress_detailed(pics, symbols=True):
         decoded = whole.decompress_detailed([result.stream], symbols=True)[0]

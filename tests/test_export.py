@@ -160,10 +160,10 @@ def test_graphs_share_one_weight_file_read_by_every_backend(request, fixture):
     embedded = [i for s in manifest.stages for i in onnx.load(str(manifest.stage_path(s)),
                 load_external_data=False).graph.initializer if i.data_location != onnx.TensorProto.EXTERNAL]
     assert all(len(i.raw_data) < 1024 for i in embedded)  # the graphs keep only shapes, axes and scalars
-    weights = (root / manifest.data["weights"]["file"]).stat().st_size + sum(len(i.raw_data) for i in embedded)
+    weights = (root / manifest.weights.file).stat().st_size + sum(len(i.raw_data) for i in embedded)
     assert weights <= 1.15 * params  # one copy of each weight (plus small derived constants)
-    referenced = {(r.offset, r.length) for s in manifest.data["stages"] for r in external_refs(manifest.stage_path(s))}
-    uses = sum(len(external_refs(manifest.stage_path(s))) for s in manifest.data["stages"])
+    referenced = {(r.offset, r.length) for s in manifest.stages for r in external_refs(manifest.stage_path(s))}
+    uses = sum(len(external_refs(manifest.stage_path(s))) for s in manifest.stages)
     assert len(referenced) < uses  # some tensors are shared by several graphs
     # the PyTorch backend reads the same file: exactly the model that was exported
     model = manifest.load_model()
@@ -180,8 +180,8 @@ def test_onnxruntime_sessions_share_the_weight_tensors(tiny_phase2_export):
 
     manifest = Manifest.load(tiny_phase2_export)
     backend = OnnxRuntimeBackend(manifest)
-    refs = [r for s in manifest.data["stages"] for r in external_refs(manifest.stage_path(s))]
-    assert 0 < len(backend._values) < len(refs)  # one OrtValue per distinct tensor, handed to every session
+    refs = [r for s in manifest.stages for r in external_refs(manifest.stage_path(s))]
+    assert 0 < backend.shared_weights < len(refs)  # one OrtValue per distinct tensor, handed to every session
     backend.close()
 
 

@@ -92,6 +92,11 @@ class OnnxRuntimeBackend(Backend):
         self._inputs = {s: [i.name for i in sess.get_inputs()] for s, sess in self.sessions.items()}
         self._outputs = {s: [o.name for o in sess.get_outputs()] for s, sess in self.sessions.items()}
 
+    @property
+    def shared_weights(self) -> int:
+        """How many weight tensors the sessions share (one ``OrtValue`` each over the mapped weight file)."""
+        return len(self._values)
+
     def _value(self, ref) -> Any:
         """One ``OrtValue`` per tensor of the weight file, shared by every session that uses it."""
         key = (ref.offset, ref.dtype.str, ref.shape)

@@ -123,6 +123,11 @@ class TensorRTBackend(Backend):
             self.scratch = torch.empty(max(scratch, 1), dtype=torch.uint8, device=self._dev)
             self.contexts = {stage: self._new_context(stage) for stage in self.engines}
 
+    @property
+    def captured_graphs(self) -> int:
+        """How many (stage, input shapes) are held as CUDA graphs now (at most ``max_graphs``)."""
+        return len(self._graphs)
+
     def _refit(self, stage: str, engine: Any, onnx_path: Any) -> None:
         """Fill a weight-stripped engine with the weights of the graph it was built from (which point into the
         export's shared weight file): ``Refitter`` + ``OnnxParserRefitter.refit_from_file``, then

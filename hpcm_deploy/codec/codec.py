@@ -361,6 +361,10 @@ class Codec:
             dec = self._runner.decode([], [], z_grid(size), replay=forced)
         return Decisions([i[0] for i in dec.indexes], {k: slots[0] for k, (slots, _) in dec.choices.items()})
 
+    def tile_plans(self) -> dict[tuple[str, tuple[int, int], int], Any]:
+        """How ``g_a``/``g_s`` were tiled so far: ``{(stage, padded size, batch): TilePlan}`` (see ``memory``)."""
+        return self._runner.tile_plans()
+
     def close(self) -> None:
         self.backend.close()
 

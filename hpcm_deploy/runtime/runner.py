@@ -118,6 +118,11 @@ class ProgramRunner:
                          len(self._tiles[key].tiles), tile)
         return self._tiles[key]
 
+    def tile_plans(self) -> dict[tuple[str, tuple[int, int], int], Any]:
+        """The tile plans in use: ``{(stage, padded size, batch): TilePlan}`` for each ``g_a``/``g_s`` run so far
+        that ran in tiles (what a caller may report or check; a run that went whole is not listed)."""
+        return {key: plan for key, plan in self._tiles.items() if plan is not None}
+
     def _run_stage(self, name: str, state: dict[str, Any], t: Timings) -> None:
         spec = self.program.stages[name]
         inputs = [state[k] for k in spec.inputs]
