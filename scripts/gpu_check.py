@@ -155,7 +155,7 @@ def tensorrt_rows(manifest, device: str, check_sizes, size, repeat, warmup, work
     from hpcm_deploy.backends.tensorrt import TensorRTBackend
     from hpcm_deploy.checks.verify import verify_export
     from hpcm_deploy.codec import Codec
-    from hpcm_deploy.exporting.engines import build_engines
+    from hpcm_deploy.exporting.engine_build import build_engines
 
     biggest = (max(s[0] for s in (*check_sizes, size)), max(s[1] for s in (*check_sizes, size)))
     sizes = SizeRange.from_sizes((256, 256), size, biggest)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import hpcm_deploy as hd
-from hpcm_deploy.artifacts.engines import (
+from hpcm_deploy.artifacts.engine_manifest import (
     EngineManifest,
     PlanEntry,
     check_compatible,
@@ -35,8 +35,8 @@ from hpcm_deploy.backends import TensorRTOptions, backend_options, open_backend
 from hpcm_deploy.backends.trt_lib import check_device_index, cuda_index, unavailable_reason
 from hpcm_deploy.checks.verify import TOLERANCES, StreamResult, VerifyReport, tolerance_for
 from hpcm_deploy.cli import main
-from hpcm_deploy.exporting.engines import build_engines
-from hpcm_deploy.exporting.precision import FP16, FP32, derive_export
+from hpcm_deploy.exporting.engine_build import build_engines
+from hpcm_deploy.exporting.fp16_recipe import FP16, FP32, derive_export
 from hpcm_deploy.files import sha256_file
 from hpcm_deploy.stages import build_program
 
@@ -321,7 +321,7 @@ def test_gpu_check_runs_on_the_cpu(tiny_phase2_export, tmp_path):
 def test_tensorrt_engines_match_pytorch_and_refuse_sizes_outside(tiny_phase2_export, tmp_path):
     from hpcm_deploy.backends.tensorrt import TensorRTBackend
     from hpcm_deploy.checks.verify import verify_export
-    from hpcm_deploy.exporting.engines import build_engines
+    from hpcm_deploy.exporting.engine_build import build_engines
 
     export = Manifest.load(tiny_phase2_export)
     sizes = SizeRange.from_sizes((256, 256), None, (768, 768), max_batch=2)
@@ -344,7 +344,7 @@ def test_tensorrt_engines_match_pytorch_and_refuse_sizes_outside(tiny_phase2_exp
 def test_tensorrt_fp16_engines_pass_the_fp16_tolerance(tiny_phase2_export, tmp_path):
     from hpcm_deploy.backends.tensorrt import TensorRTBackend
     from hpcm_deploy.checks.verify import verify_export
-    from hpcm_deploy.exporting.engines import build_engines
+    from hpcm_deploy.exporting.engine_build import build_engines
 
     export = Manifest.load(tiny_phase2_export)
     root = build_engines(export, tmp_path / "engines", "fp16", SizeRange.from_sizes((256, 256), None, (768, 768)))
@@ -354,7 +354,7 @@ def test_tensorrt_fp16_engines_pass_the_fp16_tolerance(tiny_phase2_export, tmp_p
 
 
 def test_precision_cost_counts_decision_flips(fp16_export, tiny_phase2_export):
-    from hpcm_deploy.evaluation.precision import decision_flips, precision_cost
+    from hpcm_deploy.evaluation.precision_cost import decision_flips, precision_cost
 
     img = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
     same = hd.Codec(tiny_phase2_export, backend="onnxruntime")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts.engines import (
+from ..artifacts.engine_manifest import (
     EngineManifest,
     check_compatible,
     check_covered,

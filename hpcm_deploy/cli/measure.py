@@ -178,8 +178,8 @@ def precision_cost_cmd(export_dir, images, fp16_export, heldout, as_json) -> Non
     from ..artifacts.export import Manifest
     from ..errors import InputError
     from ..evaluation.evaluate import load_images
-    from ..evaluation.precision import precision_cost
-    from ..exporting.precision import derive_export
+    from ..evaluation.precision_cost import precision_cost
+    from ..exporting.fp16_recipe import derive_export
 
     pics = load_images(list(images), heldout)
     if not pics:

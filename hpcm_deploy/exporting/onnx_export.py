@@ -41,7 +41,7 @@ from ..image import random_image
 from ..models.hpcm import HPCM
 from ..runtime.runner import ProgramRunner
 from ..stages import CodingProgram, StageSpec, build_program, stage_module
-from .precision import apply_recipe
+from .fp16_recipe import apply_recipe
 from .weights import share_weights
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
 
     ``batch=None`` exports a dynamic batch; an int fixes it. ``jobs`` processes trace in parallel (tracing is
     single-threaded Python; default: one per CPU, at most 4). ``precision="fp16"`` rewrites the graphs with the
-    mixed-precision recipe (:mod:`.precision`). ``check`` runs on the finished export before it is put in place;
+    mixed-precision recipe (:mod:`.fp16_recipe`). ``check`` runs on the finished export before it is put in place;
     if it raises, nothing is written.
     """
     model = model.cpu().eval()

@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from ..artifacts.engines import (
+from ..artifacts.engine_manifest import (
     MANIFEST,
     PRECISIONS,
     TIMING_CACHE,
@@ -34,7 +34,7 @@ from ..artifacts.shapes import SizeRange, all_profiles
 from ..backends.trt_lib import cuda_device, cuda_index, import_tensorrt, on_gpu, resolve_cuda
 from ..errors import BackendError, ConfigError
 from ..files import sha256_file, staged_directory, write_atomic
-from .precision import to_fp16
+from .fp16_recipe import to_fp16
 from .weights import share_weights
 
 log = logging.getLogger(__name__)
