@@ -18,7 +18,7 @@ _NAMES = {
     "ExportError": "errors", "HPCMError": "errors", "InputError": "errors",
     "crop_image": "image", "pad_image": "image", "padded_size": "image",
     "HPCM": "models", "build_model": "models", "load_model": "models", "parameter_counts": "models",
-    "default_export": "bundled",
+    "default_export": "app.bundled",
 }
 
 __all__ = [
@@ -42,7 +42,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .bundled import default_export
+    from .app.bundled import default_export
     from .codec import Codec, CompressResult, DecompressResult
     from .config import PRESETS, HPCMConfig, get_config
     from .errors import BackendError, BitstreamError, CheckpointError, ConfigError, ExportError, HPCMError, InputError

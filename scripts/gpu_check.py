@@ -70,7 +70,7 @@ def random_export(preset: str, work: Path, jobs: int) -> Path:
 
 def model_export(name: str, work: Path, jobs: int) -> Path:
     if name == "demo":
-        from hpcm_deploy.bundled import default_export
+        from hpcm_deploy.app.bundled import default_export
 
         return default_export(jobs=jobs)
     return random_export(name, work, jobs)
@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         console.print(f"[dim]{time.perf_counter() - started:6.1f} s[/dim] {text}")
 
+    from hpcm_deploy.app.bundled import user_cache_dir
     from hpcm_deploy.backends import check_device
-    from hpcm_deploy.bundled import user_cache_dir
 
     args.device = check_device("torch", args.device)
     if args.threads:

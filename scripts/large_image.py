@@ -22,7 +22,7 @@ import json, resource, sys, time
 import numpy as np
 from PIL import Image
 import hpcm_deploy as hd
-from hpcm_deploy.bundled import SAMPLE, data_path
+from hpcm_deploy.app.bundled import SAMPLE, data_path
 from hpcm_deploy.cli.options import parse_memory
 verb, export, h, w, memory, backend, path = sys.argv[1:8]
 codec = hd.Codec(export, backend=backend, memory=parse_memory(memory), max_pixels=None)

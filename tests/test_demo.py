@@ -1,8 +1,8 @@
 """The main-job demo and the embedded weights."""
 
 import hpcm_deploy as hd
-from hpcm_deploy.bundled import data_path, demo_weights
-from hpcm_deploy.demo import run_demo
+from hpcm_deploy.app.bundled import data_path, demo_weights
+from hpcm_deploy.app.demo import run_demo
 
 
 def test_embedded_demo_weights_load_as_tiny_phase2():

@@ -200,7 +200,7 @@ def _preview_steps(text: str | None) -> int | None:
 def demo(export_dir, image, no_anchors, as_json) -> None:
     """The main job: export the default model if needed, code the sample image with ONNX Runtime, check it, and
     compare it with JPEG, WebP and AVIF at the same bits per pixel."""
-    from ..demo import run_demo
+    from ..app.demo import run_demo
 
     console = Console(stderr=True)
     report = run_demo(export_dir, image, progress=lambda s, sec: console.print(f"  exported {s} ({sec:.1f} s)"),

@@ -85,7 +85,7 @@ def resolve_export(export_dir: str | None, progress=None) -> str:
     """The export a verb runs: the given folder, or the embedded demo model's (exported on first use)."""
     if export_dir:
         return export_dir
-    from ..bundled import default_export
+    from ..app.bundled import default_export
 
     return str(default_export(progress=progress))
 

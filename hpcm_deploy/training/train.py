@@ -120,7 +120,7 @@ INIT_NAMES = {"demo-phase2": False, "demo-base": True}  # --init names of the em
 def resolve_init(init: str | os.PathLike) -> Path:
     """``--init``'s weights: an embedded demo model by name (``demo-phase2``, ``demo-base``) or a file."""
     if str(init) in INIT_NAMES:
-        from ..bundled import demo_weights
+        from ..app.bundled import demo_weights
 
         return demo_weights(base=INIT_NAMES[str(init)])
     path = Path(init)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..evaluation.metrics import anchor_psnr_at, available_anchors, psnr
 from .bundled import SAMPLE, data_path, default_export
-from .evaluation.metrics import anchor_psnr_at, available_anchors, psnr
 
 
 @dataclass
@@ -48,9 +48,9 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
     """Compress and decompress the sample image with ONNX Runtime; check the round trip and the stream; and,
     with ``anchors``, code the image with Pillow's JPEG (optimised), WebP and AVIF (where Pillow has them) at
     the same bits per pixel, so that the model's quality is seen beside theirs."""
-    from .codec import Codec
-    from .codec.container import parse
-    from .codec.images import read_image
+    from ..codec import Codec
+    from ..codec.container import parse
+    from ..codec.images import read_image
 
     root = Path(export) if export else default_export(progress=progress)
     path = Path(image) if image else data_path(SAMPLE)
