@@ -114,22 +114,6 @@ def _init_from(model: HPCM, start: HPCM, init: str | os.PathLike) -> None:
                  len(shared), len(own), ", ".join(fresh) or "none", ", ".join(dropped) or "none")
 
 
-INIT_NAMES = {"demo-phase2": False, "demo-base": True}  # --init names of the embedded demo weights (base?)
-
-
-def resolve_init(init: str | os.PathLike) -> Path:
-    """``--init``'s weights: an embedded demo model by name (``demo-phase2``, ``demo-base``) or a file."""
-    if str(init) in INIT_NAMES:
-        from ..app.bundled import demo_weights
-
-        return demo_weights(base=INIT_NAMES[str(init)])
-    path = Path(init)
-    if not path.is_file():
-        raise CheckpointError(f"--init {init}: no such file (or use {' / '.join(INIT_NAMES)}, the embedded "
-                              "demo models)")
-    return path
-
-
 def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True,
           init: str | os.PathLike | None = None) -> Path:
     """Train (or resume) into ``out_dir``; returns the path of the final weights. ``init``: weights to start
