@@ -48,6 +48,7 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
     """Compress and decompress the sample image with ONNX Runtime; check the round trip and the stream; and,
     with ``anchors``, code the image with Pillow's JPEG (optimised), WebP and AVIF (where Pillow has them) at
     the same bits per pixel, so that the model's quality is seen beside theirs."""
+    from ..artifacts.export import OpenedExport
     from ..codec import Codec
     from ..codec.container import parse
     from ..codec.images import read_image
@@ -56,7 +57,8 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
     path = Path(image) if image else data_path(SAMPLE)
     img = read_image(path).convert("RGB")
     original = np.asarray(img)
-    codec = Codec(root, backend="onnxruntime")
+    opened = OpenedExport.open(root)  # read once, run on two backends
+    codec = Codec.from_export(opened, "onnxruntime")
     start = time.perf_counter()
     result = codec.compress_detailed([img], symbols=True)[0]
     encode_seconds = time.perf_counter() - start
@@ -67,7 +69,7 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
     assert result.symbols is not None and decoded.symbols is not None
     exact = all(np.array_equal(a, b) for a, b in zip(result.symbols, decoded.symbols))
     with torch.inference_mode():
-        reference = Codec(root, backend="torch").compress(img)
+        reference = Codec.from_export(opened, "torch").compress(img)
     # the coded payload must be the reference's; the side information (signalled decisions) is a hint that
     # depends on each backend's own rounding near the margin, so it is not compared
     same_payload = (lambda a, b: (a.z, a.y) == (b.z, b.y))(parse(reference), parse(result.stream))
