@@ -46,6 +46,25 @@ def test_manifest_describes_every_stage(request, fixture):
     assert tables.y.cdf.shape == (60, 699)
 
 
+
+def test_manifest_round_trips_the_json_on_disk_and_reads_older_files(tiny_phase2_export, tmp_path):
+    """The typed manifest writes back exactly the JSON it read (same entries, same order); a file without the
+    optional entries, or with entries this version does not know, still loads, and keeps the unknown ones."""
+    data = json.loads((tiny_phase2_export / "manifest.json").read_text())
+    manifest = Manifest.load(tiny_phase2_export)
+    assert manifest.to_dict() == data and list(manifest.to_dict()) == list(data)
+    assert manifest.weights is not None and manifest.path("weights") == tiny_phase2_export / manifest.weights.file
+    with pytest.warns(DeprecationWarning):
+        assert manifest.data["name"] == manifest.name
+    older = tmp_path / "older"
+    shutil.copytree(tiny_phase2_export, older)
+    trimmed = {k: v for k, v in data.items() if k not in ("family", "created_with", "export_seconds", "size_rule")}
+    (older / "manifest.json").write_text(json.dumps({**trimmed, "someone_elses": [1, 2]}))
+    loaded = Manifest.load(older)
+    assert loaded.extra == {"someone_elses": [1, 2]} and loaded.program().stages.keys() == manifest.stages.keys()
+    loaded.save()
+    assert json.loads((older / "manifest.json").read_text())["someone_elses"] == [1, 2]
+
 @pytest.mark.parametrize("fixture", ["tiny_phase2_export", "tiny_base_export"])
 def test_every_graph_matches_pytorch_at_three_other_sizes(request, fixture):
     root = request.getfixturevalue(fixture)

@@ -208,6 +208,17 @@ def _engines(root, sizes, precision="fp32", tf32=False, fixed_batch=None):
     return EngineManifest.load(root)
 
 
+def test_engine_manifest_round_trips_the_json_on_disk(tmp_path):
+    sizes = SizeRange.from_sizes((256, 256), (256, 512), (512, 768), max_batch=2, opt_batch=1)
+    engines = _engines(tmp_path / "e", sizes, precision="fp16", tf32=True)
+    data = json.loads((tmp_path / "e" / "engines.json").read_text())
+    assert engines.to_dict() == data and list(engines.to_dict()) == list(data)
+    assert engines.export.name == "tiny-phase2" and engines.compute_capability == (9, 0) and engines.tf32
+    assert all(isinstance(p, PlanEntry) for p in engines.stages.values())
+    with pytest.raises(hd.BackendError, match="incomplete"):
+        (tmp_path / "e" / "engines.json").write_text(json.dumps({k: v for k, v in data.items() if k != "export"}))
+        EngineManifest.load(tmp_path / "e")
+
 def test_sizes_and_batches_outside_the_engines_are_refused_naming_the_range(tmp_path):
     program, export = _program_and_export()
     sizes = SizeRange.from_sizes((256, 256), (256, 512), (512, 768), max_batch=2, opt_batch=1)
