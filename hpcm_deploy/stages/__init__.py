@@ -6,8 +6,9 @@ and the static schedule, and importing it must not load torch, which the stage m
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 _NAMES = {
     "StageModule": "modules", "stage_module": "modules", "stage_modules": "modules",
@@ -19,14 +20,7 @@ __all__ = ["CodeStep", "CodingProgram", "Op", "StageModule", "StageSpec", "Tenso
            "stage_module", "stage_modules"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_names(__name__, _NAMES, globals())
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers
     from .modules import StageModule, stage_module, stage_modules
