@@ -12,22 +12,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..artifacts.export import Manifest, OpenedExport, model_fingerprint
+from ..artifacts.export import Manifest, OpenedExport
 from ..artifacts.shapes import size_of_z_grid, z_grid
-from ..backends import open_backend
 from ..backends.base import Backend
-from ..backends.torch_backend import TorchBackend
 from ..config import DEFAULT_MAX_PIXELS
-from ..entropy.tables import EntropyTables
 from ..errors import BitstreamError, InputError
 from ..image import crop_image, pad_image, padded_size
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
 from ..runtime.limits import default_tile_budget, memory_problem, size_problem
 from ..runtime.runner import Decoded, ProgramRunner
-from ..stages import CodingProgram, build_program
 from . import container
-from .images import ImageInfo, from_tensor, image_size, parse_alpha, to_tensor
+from .images import ImageInfo, from_tensor, image_size, to_tensor
+from .opening import Opened, Settings, open_export, open_model
 
 DEFAULT_MAX_BATCH = 8
 
@@ -113,15 +110,15 @@ class Codec:
                  legacy_streams: bool = False, alpha: Any = "refuse", **backend_options: Any) -> None:
         """The short form: ``Codec(export)`` is :meth:`from_export` (backend options may also be given as
         keywords, merged into ``options``), ``Codec(model)`` is :meth:`from_model`."""
-        settings = _Settings(max_batch, margins, memory, max_pixels, legacy_streams, alpha)
+        settings = Settings(max_batch, margins, memory, max_pixels, legacy_streams, alpha)
         if isinstance(source, HPCM):
             if backend not in (None, "torch") or options or backend_options:
                 raise InputError("a model without an export runs on the torch backend, without backend options")
-            self._start(_open_model(source, device), settings)
+            self._start(open_model(source, device), settings)
             return
         if backend_options:
             options = {**(dict(options) if isinstance(options, Mapping) else {}), **backend_options}
-        self._start(_open_export(source, backend, device, options), settings)
+        self._start(open_export(source, backend, device, options), settings)
 
     @classmethod
     def from_export(cls, export: str | os.PathLike | Manifest | OpenedExport, backend: str | None = None,
@@ -130,21 +127,21 @@ class Codec:
         """A codec running the stages of ``export`` (a directory, or one already opened) on ``backend``
         (default ``onnxruntime``) with its typed ``options``; ``settings`` as for the constructor (``max_batch``,
         ``margins``, ``memory``, ``max_pixels``, ``legacy_streams``, ``alpha``)."""
-        chosen = _Settings(**settings)
+        chosen = Settings(**settings)
         codec = cls.__new__(cls)
-        codec._start(_open_export(export, backend, device, options), chosen)
+        codec._start(open_export(export, backend, device, options), chosen)
         return codec
 
     @classmethod
     def from_model(cls, model: HPCM, device: str | None = None, **settings: Any) -> Codec:
         """A codec running the reference model's stages in PyTorch, without an export (``settings`` as for the
         constructor)."""
-        chosen = _Settings(**settings)
+        chosen = Settings(**settings)
         codec = cls.__new__(cls)
-        codec._start(_open_model(model, device), chosen)
+        codec._start(open_model(model, device), chosen)
         return codec
 
-    def _start(self, opened: _Opened, settings: _Settings) -> None:
+    def _start(self, opened: Opened, settings: Settings) -> None:
         self.manifest = opened.manifest
         self.program = opened.program
         self.tables = opened.tables
@@ -373,52 +370,3 @@ class Codec:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@dataclass(frozen=True)
-class _Settings:
-    """How a codec codes, whatever it runs on (the constructor's keyword arguments)."""
-
-    max_batch: int | None = None
-    margins: Margins | None = DEFAULT_MARGINS
-    memory: int | None | str = "auto"
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-    legacy_streams: bool = False
-    alpha: Any = "refuse"
-
-    def __post_init__(self) -> None:
-        parse_alpha(self.alpha)  # a bad choice fails before anything is loaded
-
-
-@dataclass(frozen=True)
-class _Opened:
-    """What a codec runs: the coding program, its entropy tables and fingerprint, the backend (and the export's
-    manifest and fixed batch, when it came from an export)."""
-
-    program: CodingProgram
-    tables: EntropyTables
-    fingerprint: str
-    backend: Backend
-    manifest: Manifest | None = None
-    fixed_batch: int | None = None
-
-
-def _open_export(source: str | os.PathLike | Manifest | OpenedExport | None, backend: str | None,
-                 device: str | None, options: Mapping[str, Any] | object | None) -> _Opened:
-    """The export opened once (manifest, program, tables) and handed to its backend."""
-    if source is None:
-        raise InputError("Codec needs an export directory (hpcm_deploy.default_export() gives the embedded "
-                         "demo model's)")
-    export = OpenedExport.open(source)
-    opened = open_backend(backend or "onnxruntime", export, device, options)
-    return _Opened(export.program, export.tables, export.manifest.fingerprint, opened, export.manifest,
-                   export.manifest.batch)
-
-
-def _open_model(model: HPCM, device: str | None) -> _Opened:
-    """A reference model's stages in PyTorch, with the tables and fingerprint an export of it would have."""
-    model = model.eval()
-    tables = EntropyTables.from_model(model)
-    program = build_program(model.config)
-    fingerprint = model_fingerprint(model.config, model.state_dict(), tables.digest())
-    return _Opened(program, tables, fingerprint, TorchBackend(model, program, device or "cpu"))
