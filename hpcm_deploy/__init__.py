@@ -6,9 +6,9 @@ stays fast and loads neither torch nor ONNX Runtime until something needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_names
 from ._version import __version__
 
 _NAMES = {
@@ -16,9 +16,9 @@ _NAMES = {
     "PRESETS": "config", "HPCMConfig": "config", "get_config": "config",
     "BackendError": "errors", "BitstreamError": "errors", "CheckpointError": "errors", "ConfigError": "errors",
     "ExportError": "errors", "HPCMError": "errors", "InputError": "errors",
-    "crop_image": "image", "pad_image": "image", "padded_size": "image",
+    "crop_image": "image", "pad_image": "image", "padded_size": "config",
     "HPCM": "models", "build_model": "models", "load_model": "models", "parameter_counts": "models",
-    "default_export": "bundled",
+    "default_export": "app.bundled",
 }
 
 __all__ = [
@@ -28,13 +28,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hpcm_deploy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _NAMES, globals())
 
 
 def __dir__() -> list[str]:
@@ -42,9 +36,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .bundled import default_export
+    from .app.bundled import default_export
     from .codec import Codec, CompressResult, DecompressResult
-    from .config import PRESETS, HPCMConfig, get_config
+    from .config import PRESETS, HPCMConfig, get_config, padded_size
     from .errors import BackendError, BitstreamError, CheckpointError, ConfigError, ExportError, HPCMError, InputError
-    from .image import crop_image, pad_image, padded_size
+    from .image import crop_image, pad_image
     from .models import HPCM, build_model, load_model, parameter_counts

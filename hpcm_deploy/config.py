@@ -22,6 +22,11 @@ MAX_SIDE = 64 * SIZE_MULTIPLE
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
+def padded_size(height: int, width: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """The smallest multiple of ``multiple`` at least ``height`` x ``width`` (the size an image is coded at)."""
+    return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+
+
 @dataclass(frozen=True)
 class HPCMConfig:
     """Everything that defines the architecture of an HPCM-Base or Phase 2 model.

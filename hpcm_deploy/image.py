@@ -7,12 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import SIZE_MULTIPLE
+from .config import SIZE_MULTIPLE, padded_size
 
-
-def padded_size(height: int, width: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
-    """The smallest multiple of ``multiple`` at least ``height`` x ``width``."""
-    return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+__all__ = ["crop_image", "pad_image", "padded_size", "random_image"]
 
 
 def _margins(height: int, width: int, padded: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -22,6 +22,7 @@ import torch
 def main() -> None:
     torch.set_num_threads(1)
     import hpcm_deploy as hd
+    from hpcm_deploy.models.api import LATENT_SPREAD, spread_latent
 
     preset = sys.argv[1] if len(sys.argv) > 1 else "hpcm-base"
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -29,8 +30,7 @@ def main() -> None:
         model = hd.load_model("tiny-phase2", preset)
     else:
         model = hd.load_model(preset, seed=5)
-        with torch.no_grad():
-            model.g_a.branch[-1].weight.mul_(float(os.environ.get("SPREAD", "20")))
+        spread_latent(model, float(os.environ.get("SPREAD", LATENT_SPREAD)))
     codec = hd.Codec.from_model(model)
     g = torch.Generator().manual_seed(7)
     coarse = torch.rand(1, 3, 16, 24, generator=g)

@@ -37,9 +37,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from hpcm_deploy.models.api import LATENT_SPREAD, spread_latent
+
 GPU_MODELS = ("demo", "hpcm-base", "phase2")
 CPU_MODELS = ("demo", "tiny-base", "tiny-phase2")
-SPREAD = 20.0  # the last g_a layer's weight gain: a random g_a gives almost all-zero symbols otherwise
+SPREAD = LATENT_SPREAD  # the last g_a layer's weight gain: a random g_a gives almost all-zero symbols otherwise
 SEED = 0
 
 
@@ -58,18 +60,17 @@ def random_export(preset: str, work: Path, jobs: int) -> Path:
 
     root = work / f"{preset}-seed{SEED}-x{SPREAD:g}"
     with contextlib.suppress(ExportError, KeyError):
-        if Manifest.load(root, verify_hashes=False).data.get("gpu_check") == f"{preset}/{SEED}/{SPREAD}":
+        if Manifest.load(root, verify_hashes=False).extra.get("gpu_check") == f"{preset}/{SEED}/{SPREAD}":
             return root
     model = load_model(preset, seed=SEED)
-    with torch.no_grad():
-        model.g_a.branch[-1].weight.mul_(SPREAD)
+    spread_latent(model, SPREAD)
     return export_model(model, root, preset, jobs=jobs, source=f"random {preset}, seed {SEED}, g_a x{SPREAD:g}",
                         extra={"gpu_check": f"{preset}/{SEED}/{SPREAD}"})
 
 
 def model_export(name: str, work: Path, jobs: int) -> Path:
     if name == "demo":
-        from hpcm_deploy.bundled import default_export
+        from hpcm_deploy.app.bundled import default_export
 
         return default_export(jobs=jobs)
     return random_export(name, work, jobs)
@@ -154,7 +155,7 @@ def tensorrt_rows(manifest, device: str, check_sizes, size, repeat, warmup, work
     from hpcm_deploy.backends.tensorrt import TensorRTBackend
     from hpcm_deploy.checks.verify import verify_export
     from hpcm_deploy.codec import Codec
-    from hpcm_deploy.exporting.engines import build_engines
+    from hpcm_deploy.exporting.engine_build import build_engines
 
     biggest = (max(s[0] for s in (*check_sizes, size)), max(s[1] for s in (*check_sizes, size)))
     sizes = SizeRange.from_sizes((256, 256), size, biggest)
@@ -269,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         console.print(f"[dim]{time.perf_counter() - started:6.1f} s[/dim] {text}")
 
+    from hpcm_deploy.app.bundled import user_cache_dir
     from hpcm_deploy.backends import check_device
-    from hpcm_deploy.bundled import user_cache_dir
 
     args.device = check_device("torch", args.device)
     if args.threads:

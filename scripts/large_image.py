@@ -22,7 +22,7 @@ import json, resource, sys, time
 import numpy as np
 from PIL import Image
 import hpcm_deploy as hd
-from hpcm_deploy.bundled import SAMPLE, data_path
+from hpcm_deploy.app.bundled import SAMPLE, data_path
 from hpcm_deploy.cli.options import parse_memory
 verb, export, h, w, memory, backend, path = sys.argv[1:8]
 codec = hd.Codec(export, backend=backend, memory=parse_memory(memory), max_pixels=None)
@@ -38,7 +38,7 @@ else:
     out = codec.decompress(open(path, "rb").read(), kind="numpy")
     extra = {"shape": list(out.shape)}
 seconds = time.perf_counter() - start
-tiles = {f"{k[0]} {k[1][0]}x{k[1][1]}": len(v.tiles) for k, v in codec._runner._tiles.items() if v is not None}
+tiles = {f"{k[0]} {k[1][0]}x{k[1][1]}": len(v.tiles) for k, v in codec.tile_plans().items()}
 print(json.dumps({"verb": verb, "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                   / 1024, "opened_mb": opened, "tiles": tiles, **extra}))
 '''

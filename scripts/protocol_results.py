@@ -153,7 +153,7 @@ def _summary(d: dict) -> dict:
 def part_relies(args) -> dict:
     import torch
 
-    from hpcm_deploy.bundled import demo_weights
+    from hpcm_deploy.app.bundled import demo_weights
     from hpcm_deploy.training.data import bundled_images
 
     torch.set_num_threads(2)
@@ -184,7 +184,7 @@ TRAINED = {  # label -> (curve, weights relative to the runs folder, or the ship
 
 
 def _weights(runs: Path, where: str) -> Path:
-    from hpcm_deploy.bundled import demo_weights
+    from hpcm_deploy.app.bundled import demo_weights
 
     if where.startswith("shipped:"):
         return demo_weights(base=where.endswith("base"))
@@ -267,12 +267,16 @@ def _plot(curves, rows, anchors, path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------- part 6: compare
 def part_compare(args) -> dict:
+    import hpcm_deploy as hd
+    from hpcm_deploy.app.bundled import demo_weights
     from hpcm_deploy.evaluation.compare import compare_picture
     from hpcm_deploy.training.data import bundled_images
 
     images = bundled_images("heldout")
     name = args.image
-    info = compare_picture(images[name], args.out, crop=args.crop)
+    codecs = {label: hd.Codec.from_model(hd.load_model(checkpoint=demo_weights(base=base), seed=None))
+              for label, base in (("Phase 2", False), ("Base", True))}
+    info = compare_picture(images[name], args.out, codecs, crop=args.crop)
     print(f"  wrote {args.out}: {info['bpp']:.4f} bpp, " + ", ".join(
         f"{k} {v:.2f} dB" for k, v in info["psnr"].items()))
     return {"command": f"python scripts/protocol_results.py compare --image {name} --out {args.out}",

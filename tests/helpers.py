@@ -5,14 +5,12 @@ from __future__ import annotations
 import torch
 
 import hpcm_deploy as hd
+from hpcm_deploy.models.api import LATENT_SPREAD, spread_latent
 
 
-def spread(model: hd.HPCM, gain: float = 20.0) -> hd.HPCM:
-    """Scale the last analysis layer so a random model's latent has realistic magnitudes (a random g_a
-    gives almost all-zero symbols, which would make round trips trivially easy)."""
-    with torch.no_grad():
-        model.g_a.branch[-1].weight.mul_(gain)
-    return model
+def spread(model: hd.HPCM, gain: float = LATENT_SPREAD) -> hd.HPCM:
+    """A random model with realistic latent magnitudes (:func:`hpcm_deploy.models.api.spread_latent`)."""
+    return spread_latent(model, gain)
 
 
 def open_gates(model: hd.HPCM) -> None:

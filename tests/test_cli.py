@@ -49,6 +49,17 @@ def test_help_and_info_start_without_the_heavy_libraries():
     assert _loaded_after("import hpcm_deploy") == set()  # the package face loads its names on first use
 
 
+def test_the_pure_floors_import_no_model_library():
+    """The configuration, the static schedule, the coding program, the artifact shapes and the manifest loader
+    are pure Python: importing them loads neither torch nor numpy (the floors the imports keep)."""
+    pure = _loaded_after("import hpcm_deploy.config, hpcm_deploy.schedule, hpcm_deploy.stages.program\n"
+                         "import hpcm_deploy.artifacts.shapes, hpcm_deploy.artifacts.document\n"
+                         "from hpcm_deploy.stages import build_program\n"
+                         "build_program(hpcm_deploy.config.get_config('tiny-phase2'))\n"
+                         "assert 'numpy' not in sys.modules, 'numpy was imported'")
+    assert pure == set()
+
+
 def test_info_prints_config_and_counts():
     result = CliRunner().invoke(main, ["info", "tiny-phase2", "--set", "max_refs_s1=0", "--json"])
     assert result.exit_code == 0, result.output

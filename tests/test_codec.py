@@ -293,7 +293,7 @@ def test_tiled_transforms_decode_within_one_level_of_untiled(tiny_phase2_export,
     for stream in streams:
         a, b = whole.decompress(stream, kind="numpy"), tiled.decompress(stream, kind="numpy")
         assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
-    plans = [p for p in tiled._runner._tiles.values() if p is not None]
+    plans = list(tiled.tile_plans().values())
     assert plans and all(len(p.tiles) > 1 for p in plans)  # g_a and g_s really ran in several tiles
     for result in tiled.compress_detailed(pics, symbols=True):
         decoded = whole.decompress_detailed([result.stream], symbols=True)[0]
@@ -340,6 +340,27 @@ def test_backend_options_and_devices_are_checked(tiny_phase2_export):
         hd.Codec(tiny_phase2_export, backend="onnx")
     codec = hd.Codec(tiny_phase2_export, threads=1)
     assert codec.backend.device == "cpu" and codec.max_batch == 8
+
+
+
+def test_the_long_forms_open_once_and_write_what_the_short_form_writes(codecs, tiny_phase2_export, tiny_phase2):
+    """Codec(path) is Codec.from_export(path); an export opened once serves several backends; Codec(model) is
+    Codec.from_model(model); options go as a mapping or as keywords alike."""
+    from hpcm_deploy.artifacts.export import OpenedExport
+
+    image = _photo(70, 90, seed=61)
+    opened = OpenedExport.open(tiny_phase2_export)
+    long_ort = hd.Codec.from_export(opened, "onnxruntime", options={"threads": 1})
+    long_torch = hd.Codec.from_export(opened, "torch")
+    assert long_ort.program is opened.program and long_torch.tables is opened.tables  # read once, handed down
+    assert long_ort.compress(image) == codecs["onnxruntime"].compress(image)
+    assert long_torch.compress(image) == codecs["torch"].compress(image)
+    assert hd.Codec.from_model(tiny_phase2).compress(image) == hd.Codec(tiny_phase2).compress(image)
+    assert long_ort.backend.max_batch is None and long_ort.backend.precision is None and not long_ort.backend.tf32
+    with pytest.raises(TypeError):
+        hd.Codec.from_export(opened, "onnxruntime", threads=1)  # backend options go in options= here
+    with pytest.raises(hd.InputError, match="alpha"):
+        hd.Codec.from_export(opened, "onnxruntime", alpha="purple")
 
 
 # ---------------------------------------------------------------------------------------------------- alpha

@@ -1,8 +1,8 @@
 """The main-job demo and the embedded weights."""
 
 import hpcm_deploy as hd
-from hpcm_deploy.bundled import data_path, demo_weights
-from hpcm_deploy.demo import run_demo
+from hpcm_deploy.app.bundled import data_path, demo_weights
+from hpcm_deploy.app.demo import run_demo
 
 
 def test_embedded_demo_weights_load_as_tiny_phase2():
@@ -29,11 +29,13 @@ def test_compare_picture_shows_every_codec_at_most_at_the_models_rate(tmp_path):
 
     image = np.asarray(read_image(data_path("sample.png")).convert("RGB"))[:192, 64:320]
     out = tmp_path / "cmp.png"
-    shown = compare_picture(image, out, size=96, zoom=1, anchors=("jpeg", "webp"))  # AVIF: seconds per encode
+    codec = hd.Codec.from_model(hd.load_model(checkpoint=demo_weights(), seed=None))
+    base = hd.Codec.from_model(hd.load_model(checkpoint=demo_weights(base=True), seed=None))
+    shown = compare_picture(image, out, {"Phase 2": codec, "Base": base}, size=96, zoom=1,
+                            anchors=("jpeg", "webp"))  # AVIF takes seconds per encode
     assert Image.open(out).size == (3 * 96, 2 * (96 + 18))  # original, Phase 2, Base, JPEG, WebP: a 3x2 grid
     assert set(shown["psnr"]) == {"Phase 2", "Base", "JPEG", "WebP"}
     # the Phase 2 panel is the real decode of the real stream
-    codec = hd.Codec.from_model(hd.load_model(checkpoint=demo_weights(), seed=None))
     stream = codec.compress(image)
     assert abs(shown["bpp"] - 8 * len(stream) / image[..., 0].size) < 1e-12
     assert abs(shown["psnr"]["Phase 2"] - psnr(image, codec.decompress(stream, kind="numpy"))) < 1e-9

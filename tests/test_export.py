@@ -28,23 +28,42 @@ assert all(s != EXPORT_SIZE for s in OTHER_SIZES)
 def test_manifest_describes_every_stage(request, fixture):
     root = request.getfixturevalue(fixture)
     manifest = Manifest.load(root)
-    data = manifest.data
-    assert data["format_version"] == FORMAT_VERSION and len(data["fingerprint"]) == 64 and data["opset"] >= 18
+    assert manifest.format_version == FORMAT_VERSION and len(manifest.fingerprint) == 64 and manifest.opset >= 18
     program = manifest.program()
-    assert list(data["stages"]) == list(program.stages)
-    for name, entry in data["stages"].items():
+    assert list(manifest.stages) == list(program.stages)
+    for name, entry in manifest.stages.items():
         spec = program.stages[name]
-        assert [i["name"] for i in entry["inputs"]] == list(spec.inputs)
-        assert [o["name"] for o in entry["outputs"]] == list(spec.outputs)
-        for io in entry["inputs"] + entry["outputs"]:
-            assert io["dtype"] == program.tensors[io["name"]].dtype
-            assert any(isinstance(d, str) for d in io["onnx_shape"][2:4]) or len(io["onnx_shape"]) != 4
-        onnx.checker.check_model(onnx.load(str(root / entry["file"])))
-    assert data["program"]["encode"][0] == ["stage", "g_a"] and data["program"]["decode"][-1] == ["stage", "g_s"]
-    assert data["size_rule"]["multiple"] == 256
+        assert [i.name for i in entry.inputs] == list(spec.inputs)
+        assert [o.name for o in entry.outputs] == list(spec.outputs)
+        for io in entry.inputs + entry.outputs:
+            assert io.dtype == program.tensors[io.name].dtype
+            assert any(isinstance(d, str) for d in io.onnx_shape[2:4]) or len(io.onnx_shape) != 4
+        onnx.checker.check_model(onnx.load(str(root / entry.file)))
+    assert manifest.program_dict["encode"][0] == ["stage", "g_a"]
+    assert manifest.program_dict["decode"][-1] == ["stage", "g_s"]
+    assert manifest.size_rule["multiple"] == 256
     tables = EntropyTables.load(manifest.path("tables"))
     assert tables.y.cdf.shape == (60, 699)
 
+
+
+def test_manifest_round_trips_the_json_on_disk_and_reads_older_files(tiny_phase2_export, tmp_path):
+    """The typed manifest writes back exactly the JSON it read (same entries, same order); a file without the
+    optional entries, or with entries this version does not know, still loads, and keeps the unknown ones."""
+    data = json.loads((tiny_phase2_export / "manifest.json").read_text())
+    manifest = Manifest.load(tiny_phase2_export)
+    assert manifest.to_dict() == data and list(manifest.to_dict()) == list(data)
+    assert manifest.weights is not None and manifest.path("weights") == tiny_phase2_export / manifest.weights.file
+    with pytest.warns(DeprecationWarning):
+        assert manifest.data["name"] == manifest.name
+    older = tmp_path / "older"
+    shutil.copytree(tiny_phase2_export, older)
+    trimmed = {k: v for k, v in data.items() if k not in ("family", "created_with", "export_seconds", "size_rule")}
+    (older / "manifest.json").write_text(json.dumps({**trimmed, "someone_elses": [1, 2]}))
+    loaded = Manifest.load(older)
+    assert loaded.extra == {"someone_elses": [1, 2]} and loaded.program().stages.keys() == manifest.stages.keys()
+    loaded.save()
+    assert json.loads((older / "manifest.json").read_text())["someone_elses"] == [1, 2]
 
 @pytest.mark.parametrize("fixture", ["tiny_phase2_export", "tiny_base_export"])
 def test_every_graph_matches_pytorch_at_three_other_sizes(request, fixture):
@@ -53,7 +72,7 @@ def test_every_graph_matches_pytorch_at_three_other_sizes(request, fixture):
     model = manifest.load_model()
     results = check_stages(model, manifest.program(), OnnxRuntimeBackend(manifest), OTHER_SIZES, batch=2)
     assert {r.size for r in results} == set(OTHER_SIZES)
-    assert {r.stage for r in results} == set(manifest.data["stages"])
+    assert {r.stage for r in results} == set(manifest.stages)
     bad = [r for r in results if not r.ok]
     assert not bad, bad[:5]
 
@@ -72,12 +91,12 @@ def test_onnxruntime_writes_the_pytorch_streams(request, fixture):
 
 def test_every_graph_is_tensorrt_compatible_and_lints(tiny_phase2_export):
     manifest = Manifest.load(tiny_phase2_export)
-    for stage in manifest.data["stages"]:
+    for stage in manifest.stages:
         report = check_file(manifest.stage_path(stage))
         assert report.ok, (stage, report.errors())
         assert report.nodes > 0
     # polygraphy's own linter on every graph (onnx checker, ONNX Runtime inference with generated inputs)
-    for stage in manifest.data["stages"]:
+    for stage in manifest.stages:
         ok, output = polygraphy_lint(manifest, stage, (256, 512), batch=2)
         assert ok, output[-3000:]
 
@@ -133,7 +152,7 @@ def test_verify_cli_reports_and_passes(tiny_phase2_export):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["ok"] and report["streams"][0]["same_streams"]
-    assert {c["graph"] for c in report["compatibility"]} == set(Manifest.load(tiny_phase2_export).data["stages"])
+    assert {c["graph"] for c in report["compatibility"]} == set(Manifest.load(tiny_phase2_export).stages)
     bad = CliRunner().invoke(main, ["verify", str(tiny_phase2_export), "--size", "300x256"])
     assert bad.exit_code == 1 and "multiples of 256" in bad.output
 
@@ -157,13 +176,13 @@ def test_graphs_share_one_weight_file_read_by_every_backend(request, fixture):
     root = request.getfixturevalue(fixture)
     manifest = Manifest.load(root)
     params = sum(v.numel() * v.element_size() for v in manifest.state_dict().values())
-    embedded = [i for s in manifest.data["stages"] for i in onnx.load(str(manifest.stage_path(s)),
+    embedded = [i for s in manifest.stages for i in onnx.load(str(manifest.stage_path(s)),
                 load_external_data=False).graph.initializer if i.data_location != onnx.TensorProto.EXTERNAL]
     assert all(len(i.raw_data) < 1024 for i in embedded)  # the graphs keep only shapes, axes and scalars
-    weights = (root / manifest.data["weights"]["file"]).stat().st_size + sum(len(i.raw_data) for i in embedded)
+    weights = (root / manifest.weights.file).stat().st_size + sum(len(i.raw_data) for i in embedded)
     assert weights <= 1.15 * params  # one copy of each weight (plus small derived constants)
-    referenced = {(r.offset, r.length) for s in manifest.data["stages"] for r in external_refs(manifest.stage_path(s))}
-    uses = sum(len(external_refs(manifest.stage_path(s))) for s in manifest.data["stages"])
+    referenced = {(r.offset, r.length) for s in manifest.stages for r in external_refs(manifest.stage_path(s))}
+    uses = sum(len(external_refs(manifest.stage_path(s))) for s in manifest.stages)
     assert len(referenced) < uses  # some tensors are shared by several graphs
     # the PyTorch backend reads the same file: exactly the model that was exported
     model = manifest.load_model()
@@ -180,8 +199,8 @@ def test_onnxruntime_sessions_share_the_weight_tensors(tiny_phase2_export):
 
     manifest = Manifest.load(tiny_phase2_export)
     backend = OnnxRuntimeBackend(manifest)
-    refs = [r for s in manifest.data["stages"] for r in external_refs(manifest.stage_path(s))]
-    assert 0 < len(backend._values) < len(refs)  # one OrtValue per distinct tensor, handed to every session
+    refs = [r for s in manifest.stages for r in external_refs(manifest.stage_path(s))]
+    assert 0 < backend.shared_weights < len(refs)  # one OrtValue per distinct tensor, handed to every session
     backend.close()
 
 

@@ -493,3 +493,19 @@ def test_threads_and_warmup(threads):
     readonly.setflags(write=False)
     assert lanes.scale_indexes(readonly, edges).tolist() == [0, 1, 2]
     assert lanes.scale_indexes(np.float32(0.7), edges).shape == ()
+
+
+def test_one_varint_reader_for_lane_headers_and_side_information():
+    from hpcm_deploy.entropy.varint import read_varint, varint
+
+    for value in (0, 1, 127, 128, 300, (1 << 32) - 1):
+        data = b"\x07" + varint(value)
+        assert read_varint(data, 1, "x") == (value, len(data))
+    assert read_varint(varint((1 << 63) - 1), 0, "x", max_bytes=10) == ((1 << 63) - 1, 9)
+    with pytest.raises(BitstreamError, match="corrupted lane payload header: non-minimal varint"):
+        read_varint(b"\x80\x00", 0, "lane payload header")
+    assert read_varint(b"\x80\x00", 0, "side information", minimal=False) == (0, 2)  # side info never refused it
+    with pytest.raises(BitstreamError, match="truncated x"):
+        read_varint(b"\x80", 0, "x")
+    with pytest.raises(BitstreamError, match="longer than 5 bytes"):
+        read_varint(b"\xff" * 6, 0, "x")

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import hpcm_deploy as hd
-from hpcm_deploy.bundled import SAMPLE, data_path, demo_weights
+from hpcm_deploy.app.bundled import SAMPLE, data_path, demo_weights
 from hpcm_deploy.cli import main
 from hpcm_deploy.codec import container
 from hpcm_deploy.evaluation.metrics import psnr

@@ -5,6 +5,7 @@ need TensorRT itself skip, saying why, when TensorRT cannot create a builder on 
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 import hpcm_deploy as hd
-from hpcm_deploy.artifacts.engines import (
+from hpcm_deploy.artifacts.engine_manifest import (
     EngineManifest,
+    PlanEntry,
     check_compatible,
     check_covered,
     check_engines_for_export,
@@ -33,8 +35,8 @@ from hpcm_deploy.backends import TensorRTOptions, backend_options, open_backend
 from hpcm_deploy.backends.trt_lib import check_device_index, cuda_index, unavailable_reason
 from hpcm_deploy.checks.verify import TOLERANCES, StreamResult, VerifyReport, tolerance_for
 from hpcm_deploy.cli import main
-from hpcm_deploy.exporting.engines import build_engines
-from hpcm_deploy.exporting.precision import FP16, FP32, derive_export
+from hpcm_deploy.exporting.engine_build import build_engines
+from hpcm_deploy.exporting.fp16_recipe import FP16, FP32, derive_export
 from hpcm_deploy.files import sha256_file
 from hpcm_deploy.stages import build_program
 
@@ -89,7 +91,7 @@ def test_fp16_recipe_keeps_the_decision_path_in_fp32(fp16_export):
         assert out.type.tensor_type.elem_type == (FP32 if not out.name.startswith("topk.") else onnx.TensorProto.INT64)
         if out.name.startswith(("scales.", "means.")):  # the entropy head is computed in fp32, not cast
             assert producers[out.name].op_type != "Cast"
-    report = manifest.data["recipe"]["s3_step4"]
+    report = manifest.recipe["s3_step4"]
     assert report["fp16_nodes"] > 50 and "TopK" in report["kept_fp32_ops"]
 
 
@@ -110,11 +112,13 @@ def test_fp16_export_runs_in_onnxruntime_and_round_trips(fp16_export, tiny_phase
 def test_engine_manifest_is_checked_against_tensorrt_gpu_and_export(tmp_path, tiny_phase2_export, tiny_base_export):
     export = Manifest.load(tiny_phase2_export)
     sizes = SizeRange.from_sizes((256, 256), None, (512, 512))
-    data = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), "fp16", {}, all_profiles(export.program(), sizes))
-    for stage in export.data["stages"]:
+    built = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), "fp16", {}, all_profiles(export.program(), sizes),
+                         root=tmp_path)
+    plans = {}
+    for stage in export.stages:
         (tmp_path / f"{stage}.plan").write_bytes(stage.encode())
-        data["stages"][stage] = {"plan": f"{stage}.plan", "plan_sha256": sha256_file(tmp_path / f"{stage}.plan")}
-    EngineManifest(tmp_path, data).save()
+        plans[stage] = PlanEntry(f"{stage}.plan", sha256_file(tmp_path / f"{stage}.plan"))
+    replace(built, stages=plans).save()
     em = EngineManifest.load(tmp_path)
     check_compatible(em, export, "10.13.3", (9, 0))  # matches: no error
     with pytest.raises(hd.BackendError, match=r"TensorRT 10.13.3 for sm90.*TensorRT 11.0.0 on sm90"):
@@ -186,8 +190,9 @@ def _program_and_export(preset="tiny-phase2"):
     """A coding program and an export manifest for it, in memory (nothing here runs a graph)."""
     config = hd.get_config(preset)
     program = build_program(config)
-    export = Manifest(Path("export") / preset, {"name": preset, "fingerprint": "0" * 64, "config": config.to_dict(),
-                                                 "stages": {s: {} for s in program.stages}})
+    export = Manifest.from_dict(Path("export") / preset, {"name": preset, "fingerprint": "0" * 64,
+                                                          "config": config.to_dict(),
+                                                          "stages": {s: {} for s in program.stages}})
     return program, export
 
 
@@ -196,20 +201,29 @@ def _engines(root, sizes, precision="fp32", tf32=False, fixed_batch=None):
     program, export = _program_and_export()
     if fixed_batch:
         sizes = sizes.with_batch(fixed_batch)
-    data = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), precision, sizes.as_dict(),
-                        all_profiles(program, sizes), tf32=tf32)
-    for stage in program.stages:
-        data["stages"][stage] = {"plan": f"{stage}.plan", "plan_sha256": ""}
+    built = new_manifest(export, "10.13.3", "NVIDIA H200", (9, 0), precision, sizes.as_dict(),
+                         all_profiles(program, sizes), tf32=tf32, root=root)
     root.mkdir(parents=True, exist_ok=True)
-    EngineManifest(root, data).save()
+    replace(built, stages={stage: PlanEntry(f"{stage}.plan", "") for stage in program.stages}).save()
     return EngineManifest.load(root)
 
+
+def test_engine_manifest_round_trips_the_json_on_disk(tmp_path):
+    sizes = SizeRange.from_sizes((256, 256), (256, 512), (512, 768), max_batch=2, opt_batch=1)
+    engines = _engines(tmp_path / "e", sizes, precision="fp16", tf32=True)
+    data = json.loads((tmp_path / "e" / "engines.json").read_text())
+    assert engines.to_dict() == data and list(engines.to_dict()) == list(data)
+    assert engines.export.name == "tiny-phase2" and engines.compute_capability == (9, 0) and engines.tf32
+    assert all(isinstance(p, PlanEntry) for p in engines.stages.values())
+    with pytest.raises(hd.BackendError, match="incomplete"):
+        (tmp_path / "e" / "engines.json").write_text(json.dumps({k: v for k, v in data.items() if k != "export"}))
+        EngineManifest.load(tmp_path / "e")
 
 def test_sizes_and_batches_outside_the_engines_are_refused_naming_the_range(tmp_path):
     program, export = _program_and_export()
     sizes = SizeRange.from_sizes((256, 256), (256, 512), (512, 768), max_batch=2, opt_batch=1)
     em = _engines(tmp_path / "e", sizes, tf32=True)
-    assert em.max_batch == 2 and em.sizes == sizes and em.tf32 and em.data["tf32"] is True
+    assert em.max_batch == 2 and em.sizes == sizes and em.tf32 and em.to_dict()["tf32"] is True
     assert em.sizes.describe() == "sizes 256x256 to 512x768, batch 1 to 2"
     check_engines_for_export(em, export, "fp32")
 
@@ -318,7 +332,7 @@ def test_gpu_check_runs_on_the_cpu(tiny_phase2_export, tmp_path):
 def test_tensorrt_engines_match_pytorch_and_refuse_sizes_outside(tiny_phase2_export, tmp_path):
     from hpcm_deploy.backends.tensorrt import TensorRTBackend
     from hpcm_deploy.checks.verify import verify_export
-    from hpcm_deploy.exporting.engines import build_engines
+    from hpcm_deploy.exporting.engine_build import build_engines
 
     export = Manifest.load(tiny_phase2_export)
     sizes = SizeRange.from_sizes((256, 256), None, (768, 768), max_batch=2)
@@ -328,7 +342,7 @@ def test_tensorrt_engines_match_pytorch_and_refuse_sizes_outside(tiny_phase2_exp
     backend = TensorRTBackend.from_export(export, "cuda", options)
     report = verify_export(export, backend, lint=False)
     assert report.ok and report.tolerance.name == "fp32"
-    assert len(backend._graphs) <= 2  # the least recently used graphs were dropped
+    assert backend.captured_graphs <= 2  # the least recently used graphs were dropped
     backend.close()
     codec = hd.Codec(export, backend="tensorrt", engines=str(root))
     assert codec.max_batch == 2
@@ -341,7 +355,7 @@ def test_tensorrt_engines_match_pytorch_and_refuse_sizes_outside(tiny_phase2_exp
 def test_tensorrt_fp16_engines_pass_the_fp16_tolerance(tiny_phase2_export, tmp_path):
     from hpcm_deploy.backends.tensorrt import TensorRTBackend
     from hpcm_deploy.checks.verify import verify_export
-    from hpcm_deploy.exporting.engines import build_engines
+    from hpcm_deploy.exporting.engine_build import build_engines
 
     export = Manifest.load(tiny_phase2_export)
     root = build_engines(export, tmp_path / "engines", "fp16", SizeRange.from_sizes((256, 256), None, (768, 768)))
@@ -351,7 +365,7 @@ def test_tensorrt_fp16_engines_pass_the_fp16_tolerance(tiny_phase2_export, tmp_p
 
 
 def test_precision_cost_counts_decision_flips(fp16_export, tiny_phase2_export):
-    from hpcm_deploy.evaluation.precision import decision_flips, precision_cost
+    from hpcm_deploy.evaluation.precision_cost import decision_flips, precision_cost
 
     img = (np.random.default_rng(1).random((64, 96, 3)) * 255).astype(np.uint8)
     same = hd.Codec(tiny_phase2_export, backend="onnxruntime")

@@ -20,12 +20,10 @@ from hpcm_deploy.errors import ConfigError
 from hpcm_deploy.models import CODING_STEPS, HPCM
 from hpcm_deploy.models.lattice import step_masks
 from hpcm_deploy.models.layers import conv4x4_down, deconv4x4_up
+from hpcm_deploy.runtime.tile_memory import choose_tile, estimate_peak_bytes, estimate_tiled_peak_bytes
 from hpcm_deploy.runtime.tiling import (
     LATTICE_ALIGN,
     Halo,
-    choose_tile,
-    estimate_peak_bytes,
-    estimate_tiled_peak_bytes,
     module_halo,
     plan_tiles,
     run_tiled,

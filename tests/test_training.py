@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import hpcm_deploy as hd
+from hpcm_deploy.cli.train import resolve_init
 from hpcm_deploy.errors import CheckpointError, ConfigError
 from hpcm_deploy.models.loading import copy_shared_weights
-from hpcm_deploy.training.train import TrainSettings, bundle_weights, resolve_init, train
+from hpcm_deploy.training.train import TrainSettings, bundle_weights, train
 
 SETTINGS = TrainSettings(preset="tiny-base", steps=4, batch=1, crop=256, checkpoint_every=2, log_every=2, seed=3)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import MAX_SIDE, SIZE_MULTIPLE
+from ..config import padded_size as padded
 from ..errors import ConfigError
-from ..image import padded_size as padded
 from ..stages.program import CodingProgram
 
 

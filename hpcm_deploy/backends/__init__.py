@@ -7,7 +7,9 @@ anything heavy is imported, so a wrong option or device is one clear line, not a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import importlib
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,7 @@ from ..errors import BackendError
 from .base import Backend
 
 if TYPE_CHECKING:
-    from ..artifacts.export import Manifest
+    from ..artifacts.export import Manifest, OpenedExport
 
 
 @dataclass(frozen=True)
@@ -46,37 +48,29 @@ class TensorRTOptions:
             raise BackendError(f"tensorrt option max_graphs must be a whole number >= 0, not {self.max_graphs!r}")
 
 
-def _open_torch(manifest: Manifest, device: str, options: TorchOptions) -> Backend:
-    from .torch_backend import TorchBackend
-
-    model = manifest.load_model(device)
-    return TorchBackend(model, manifest.program(), device)
-
-
-def _open_onnxruntime(manifest: Manifest, device: str, options: OnnxRuntimeOptions) -> Backend:
-    from .onnxrt import OnnxRuntimeBackend
-
-    return OnnxRuntimeBackend(manifest, device, options.threads)
-
-
-def _open_tensorrt(manifest: Manifest, device: str, options: TensorRTOptions) -> Backend:
-    from .tensorrt import TensorRTBackend
-
-    return TensorRTBackend.from_export(manifest, device, options)
-
-
 @dataclass(frozen=True)
 class BackendKind:
+    """A backend as the registry knows it before anything heavy is imported: its options, the devices it runs on
+    and where its class lives (whose ``open(export, device, options)`` makes it)."""
+
     name: str
     options: type
     devices: tuple[str, ...]  # device kinds it runs on ("cpu", "cuda", ...), each optionally ":N"
-    opener: Callable[[Manifest, str, Any], Backend]
+    module: str  # the module of its class, relative to this package
+    cls: str
+
+    def backend_class(self) -> type[Backend]:
+        return getattr(importlib.import_module(self.module, __name__), self.cls)
+
+    def open(self, export: OpenedExport, device: str, options: Any) -> Backend:
+        return self.backend_class().open(export, device, options)
 
 
 REGISTRY: dict[str, BackendKind] = {
-    "onnxruntime": BackendKind("onnxruntime", OnnxRuntimeOptions, ("cpu", "cuda", "tensorrt"), _open_onnxruntime),
-    "torch": BackendKind("torch", TorchOptions, ("cpu", "cuda"), _open_torch),
-    "tensorrt": BackendKind("tensorrt", TensorRTOptions, ("cuda",), _open_tensorrt),
+    "onnxruntime": BackendKind("onnxruntime", OnnxRuntimeOptions, ("cpu", "cuda", "tensorrt"), ".onnxrt",
+                               "OnnxRuntimeBackend"),
+    "torch": BackendKind("torch", TorchOptions, ("cpu", "cuda"), ".torch_backend", "TorchBackend"),
+    "tensorrt": BackendKind("tensorrt", TensorRTOptions, ("cuda",), ".tensorrt", "TensorRTBackend"),
 }
 BACKENDS = tuple(REGISTRY)
 
@@ -122,11 +116,15 @@ def check_device(name: str, device: str | None) -> str:
     return str(device)
 
 
-def open_backend(name: str, manifest: Manifest, device: str | None = None,
+def open_backend(name: str, export: OpenedExport | Manifest | str | os.PathLike, device: str | None = None,
                  options: Mapping[str, Any] | object | None = None) -> Backend:
-    """The backend ``name`` for the stages of ``manifest`` on ``device``."""
+    """The backend ``name`` for the stages of ``export`` (opened once: pass an :class:`OpenedExport` to share it
+    with a codec) on ``device``; options and device are checked before the export is read."""
     typed = backend_options(name, options)
-    return backend_kind(name).opener(manifest, check_device(name, device), typed)
+    device = check_device(name, device)
+    from ..artifacts.export import OpenedExport
+
+    return backend_kind(name).open(OpenedExport.open(export), device, typed)
 
 
 def parse_backend_spec(spec: str, device: str | None = None) -> tuple[str, str, dict[str, Any]]:

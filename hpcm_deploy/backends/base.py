@@ -10,9 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..artifacts.export import OpenedExport
 
 
 class Backend(ABC):
@@ -21,6 +24,15 @@ class Backend(ABC):
     name: str = "?"
     device: str = "cpu"
     torch_native: bool = False  # its tensors are torch tensors (a caller may hand over torch tensors directly)
+    max_batch: int | None = None  # the most images one run may hold (TensorRT: its profiles' range); None: any
+    precision: str | None = None  # the precision it computes in, where it is not the export's own (TensorRT's plans)
+    tf32: bool = False  # whether it may compute float32 work in TF32 (engines built with ``--tf32``)
+
+    @classmethod
+    @abstractmethod
+    def open(cls, export: OpenedExport, device: str, options: Any) -> Backend:
+        """This backend for the stages of ``export`` on ``device``, with its typed ``options`` (checked by
+        :func:`hpcm_deploy.backends.open_backend`, the one way in)."""
 
     @abstractmethod
     def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:

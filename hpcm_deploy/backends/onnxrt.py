@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts.export import Manifest
+from ..artifacts.export import Manifest, OpenedExport
 from ..artifacts.weights import external_refs, map_weights, view
 from ..errors import BackendError
+from . import OnnxRuntimeOptions
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ def _ort():
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
+    @classmethod
+    def open(cls, export: OpenedExport, device: str = "cpu",
+             options: OnnxRuntimeOptions | None = None) -> OnnxRuntimeBackend:
+        """One session per stage of ``export`` on ``device``."""
+        return cls(export.manifest, device, (options or OnnxRuntimeOptions()).threads)
+
     def __init__(self, manifest: Manifest, device: str = "cpu", threads: int = 0) -> None:
         ort = _ort()
         kind = device.split(":")[0]
@@ -63,11 +70,11 @@ class OnnxRuntimeBackend(Backend):
         self._on_gpu = kind != "cpu"
         self._ort = ort
         providers = [p for p in _PROVIDERS[kind] if p in available]
-        weights = manifest.root / manifest.data["weights"]["file"]
+        weights = manifest.path("weights")
         self._weights = map_weights(weights)  # kept alive as long as the sessions that read it
         self._values: dict[tuple, Any] = {}  # (offset, dtype, shape) in the weight file -> OrtValue over its bytes
         self.sessions = {}
-        for stage in manifest.data["stages"]:
+        for stage in manifest.stages:
             path = manifest.stage_path(stage)
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -84,6 +91,11 @@ class OnnxRuntimeBackend(Backend):
                 raise BackendError(f"onnxruntime cannot load stage {stage} ({path}): {first}") from None
         self._inputs = {s: [i.name for i in sess.get_inputs()] for s, sess in self.sessions.items()}
         self._outputs = {s: [o.name for o in sess.get_outputs()] for s, sess in self.sessions.items()}
+
+    @property
+    def shared_weights(self) -> int:
+        """How many weight tensors the sessions share (one ``OrtValue`` each over the mapped weight file)."""
+        return len(self._values)
 
     def _value(self, ref) -> Any:
         """One ``OrtValue`` per tensor of the weight file, shared by every session that uses it."""

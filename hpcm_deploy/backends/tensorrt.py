@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts.engines import (
+from ..artifacts.engine_manifest import (
     EngineManifest,
     check_compatible,
     check_covered,
@@ -29,7 +29,7 @@ from ..artifacts.engines import (
     stage_io,
     trt_dtype_name,
 )
-from ..artifacts.export import Manifest
+from ..artifacts.export import Manifest, OpenedExport
 from ..errors import BackendError
 from . import TensorRTOptions
 from .base import Backend
@@ -54,10 +54,11 @@ class TensorRTBackend(Backend):
     torch_native = True
 
     @classmethod
-    def from_export(cls, manifest: Manifest, device: str = "cuda",
-                    options: TensorRTOptions | None = None) -> TensorRTBackend:
-        """Engines for ``manifest`` (default: ``engines/<name>/<arch>-trt<version>-<precision>``), after checking
+    def open(cls, export: OpenedExport, device: str = "cuda",
+             options: TensorRTOptions | None = None) -> TensorRTBackend:
+        """Engines for ``export`` (default: ``engines/<name>/<arch>-trt<version>-<precision>``), after checking
         they were built for this TensorRT, this GPU, this export and the precision asked for."""
+        manifest = export.manifest
         options = options or TensorRTOptions()
         # the arguments are checked before TensorRT is imported
         cuda_index(device)
@@ -70,9 +71,15 @@ class TensorRTBackend(Backend):
         _, capability = cuda_device(device)
         engines = given or EngineManifest.load(default_engine_dir(manifest, capability, trt.__version__, precision))
         check_compatible(engines, manifest, trt.__version__, capability, precision=wanted)
-        return cls(engines, manifest, device, options)
+        return cls(engines, export, device, options)
 
-    def __init__(self, engines: EngineManifest, manifest: Manifest, device: str = "cuda",
+    @classmethod
+    def from_export(cls, manifest: Manifest | OpenedExport, device: str = "cuda",
+                    options: TensorRTOptions | None = None) -> TensorRTBackend:
+        """Deprecated spelling of :meth:`open` (which :func:`hpcm_deploy.backends.open_backend` calls)."""
+        return cls.open(OpenedExport.open(manifest), device, options)
+
+    def __init__(self, engines: EngineManifest, export: OpenedExport, device: str = "cuda",
                  options: TensorRTOptions | None = None) -> None:
         import torch
 
@@ -85,7 +92,7 @@ class TensorRTBackend(Backend):
         self.engine_manifest = engines
         self.precision, self.tf32 = engines.precision, engines.tf32
         self.max_batch = engines.max_batch  # Codec batches at most this many images
-        self.program = manifest.program()
+        self.program = export.program
         self.cuda_graphs = bool(options.cuda_graphs) and options.max_graphs > 0
         self.max_graphs = options.max_graphs
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
@@ -115,6 +122,11 @@ class TensorRTBackend(Backend):
             # one scratch buffer for every context: the stages never run at the same time
             self.scratch = torch.empty(max(scratch, 1), dtype=torch.uint8, device=self._dev)
             self.contexts = {stage: self._new_context(stage) for stage in self.engines}
+
+    @property
+    def captured_graphs(self) -> int:
+        """How many (stage, input shapes) are held as CUDA graphs now (at most ``max_graphs``)."""
+        return len(self._graphs)
 
     def _refit(self, stage: str, engine: Any, onnx_path: Any) -> None:
         """Fill a weight-stripped engine with the weights of the graph it was built from (which point into the

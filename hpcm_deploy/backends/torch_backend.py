@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -12,10 +12,19 @@ from ..models.hpcm import HPCM
 from ..stages import CodingProgram, stage_modules
 from .base import Backend
 
+if TYPE_CHECKING:
+    from ..artifacts.export import OpenedExport
+
 
 class TorchBackend(Backend):
     name = "torch"
     torch_native = True
+
+    @classmethod
+    def open(cls, export: OpenedExport, device: str = "cpu", options: Any = None) -> TorchBackend:
+        """The export's model, rebuilt from its shared weight file, on ``device`` (the PyTorch stages take no
+        options)."""
+        return cls(export.manifest.load_model(device), export.program, device)
 
     def __init__(self, model: HPCM, program: CodingProgram, device: str | torch.device = "cpu") -> None:
         self.device = str(device)

@@ -1,6 +1,6 @@
 """Finding TensorRT and the GPU it runs on, for the TensorRT backend and the engine builder.
 
-TensorRT calls live in two places only: ``backends/tensorrt.py`` (running engines) and ``exporting/engines.py``
+TensorRT calls live in two places only: ``backends/tensorrt.py`` (running engines) and ``exporting/engine_build.py``
 (building them). Everything around them that is not a TensorRT call (profiles, manifests, compatibility checks)
 is plain Python in ``artifacts/`` and is tested without TensorRT; so are the device checks here, which run
 before TensorRT is imported.
@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from types import ModuleType
 
-from ..artifacts.engines import version_tuple
+from ..artifacts.engine_manifest import version_tuple
 from ..errors import BackendError
 
 MIN_VERSION = (10, 8)

@@ -362,8 +362,7 @@ def verify_export(manifest: Manifest, backend: Backend, sizes=DEFAULT_SIZES, bat
     measurement, which never fails the report). ``tolerance`` defaults to the one of the backend's precision
     (TensorRT engines: the engines' precision and TF32; otherwise the export's); ``margins`` to its margins."""
     sizes = [tuple(s) for s in sizes]
-    tol = tolerance or tolerance_for(getattr(backend, "precision", None) or manifest.precision,
-                                     bool(getattr(backend, "tf32", False)))
+    tol = tolerance or tolerance_for(backend.precision or manifest.precision, backend.tf32)
     margins = margins or tol.margins
     model = model or manifest.load_model()
     program = manifest.program()
@@ -371,9 +370,9 @@ def verify_export(manifest: Manifest, backend: Backend, sizes=DEFAULT_SIZES, bat
     report = VerifyReport(backend.name, tolerance=tol)
     report.stages = check_stages(model, program, backend, sizes, batch, atol=tol.atol, rtol=tol.rtol)
     report.streams = check_streams(model, program, backend, tables, sizes, batch, margins=margins)
-    report.compatibility = [check_file(manifest.stage_path(s)) for s in manifest.data["stages"]]
+    report.compatibility = [check_file(manifest.stage_path(s)) for s in manifest.stages]
     if lint:
-        report.lint = {s: polygraphy_lint(manifest, s, sizes[0], batch)[0] for s in manifest.data["stages"]}
+        report.lint = {s: polygraphy_lint(manifest, s, sizes[0], batch)[0] for s in manifest.stages}
     if random_sizes:
         report.random = compare_random_images(model, program, backend, tables, random_sizes, margins)
     return report

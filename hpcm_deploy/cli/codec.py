@@ -202,7 +202,7 @@ def _preview_steps(text: str | None) -> int | None:
 def demo(export_dir, image, no_anchors, compare_png, as_json) -> None:
     """The main job: export the default model if needed, code the sample image with ONNX Runtime, check it, and
     compare it with JPEG, WebP and AVIF at the same bits per pixel."""
-    from ..demo import run_demo
+    from ..app.demo import run_demo
 
     if compare_png and image and Path(compare_png).resolve() == Path(image).resolve():
         raise InputError(f"--compare {compare_png} is the input image; choose another file")
@@ -214,12 +214,9 @@ def demo(export_dir, image, no_anchors, compare_png, as_json) -> None:
     else:
         _print_demo(report)
     if compare_png:
-        import numpy as np
+        from ..app.demo import write_comparison
 
-        from ..codec.images import read_image
-        from ..evaluation.compare import compare_picture
-
-        shown = compare_picture(np.asarray(read_image(report.image).convert("RGB")), compare_png)
+        shown = write_comparison(report.image, compare_png)
         console.print(f"wrote {compare_png}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in shown["psnr"].items())
                       + f" at <= {shown['bpp']:.4f} bpp")
     if not report.ok:

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 
 from . import main
-from .options import parse_size
+from .options import parse_size, parse_workspace
 
 
 @main.command("build-engine")
@@ -35,7 +35,7 @@ def build_engine(export_dir, out, precision, min_size, opt_size, max_size, max_b
     """Build one TensorRT engine per stage of an export."""
     from ..artifacts.export import Manifest
     from ..artifacts.shapes import SizeRange
-    from ..exporting.engines import build_engines, parse_workspace
+    from ..exporting.engine_build import build_engines
 
     manifest = Manifest.load(export_dir)
     min_hw, opt_hw, max_hw = (parse_size(t) if t is not None else None for t in (min_size, opt_size, max_size))

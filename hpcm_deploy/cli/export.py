@@ -72,12 +72,12 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precisi
     from ..artifacts.weights import weight_usage
 
     manifest = Manifest.load(target)
-    size = sum(s["bytes"] for s in manifest.data["stages"].values())
-    shared = manifest.data["weights"]["bytes"]
-    used = sum(weight_usage({s: manifest.stage_path(s) for s in manifest.data["stages"]}).values())
-    click.echo(f"wrote {target} ({len(manifest.data['stages'])} graphs of {size / 1e6:.1f} MB and one weight file of "
+    size = sum(s.bytes for s in manifest.stages.values())
+    shared = max(manifest.weights.bytes if manifest.weights else 0, 1)
+    used = sum(weight_usage({s: manifest.stage_path(s) for s in manifest.stages}).values())
+    click.echo(f"wrote {target} ({len(manifest.stages)} graphs of {size / 1e6:.1f} MB and one weight file of "
                f"{shared / 1e6:.1f} MB, which the graphs read {used / shared:.1f} times over; {precision}, opset "
-               f"{manifest.data['opset']}, {manifest.data['export_seconds']} s)")
+               f"{manifest.opset}, {manifest.export_seconds} s)")
     if checked:
         click.echo(checked[-1].summary())
 

@@ -83,7 +83,7 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
 def eval_cmd(images, exports, labels, heldout, anchors, jpeg, progressive, backend, device, plot, as_json) -> None:
     """Bits per pixel (from the real streams, per scale and per step), PSNR and MS-SSIM per image and mean;
     RD curves and BD-rates between labelled exports and against JPEG, WebP and AVIF."""
-    from ..bundled import default_export
+    from ..app.bundled import default_export
     from ..errors import InputError
     from ..evaluation.evaluate import bd_rates, evaluate, load_images, mean_anchor_curve, plot_rd
     from ..evaluation.metrics import available_anchors
@@ -178,8 +178,8 @@ def precision_cost_cmd(export_dir, images, fp16_export, heldout, as_json) -> Non
     from ..artifacts.export import Manifest
     from ..errors import InputError
     from ..evaluation.evaluate import load_images
-    from ..evaluation.precision import precision_cost
-    from ..exporting.precision import derive_export
+    from ..evaluation.precision_cost import precision_cost
+    from ..exporting.fp16_recipe import derive_export
 
     pics = load_images(list(images), heldout)
     if not pics:

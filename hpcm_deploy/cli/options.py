@@ -54,27 +54,38 @@ def parse_size(text: str, padded: bool = False) -> tuple[int, int]:
     return h, w
 
 
+def parse_bytes(text: str, what: str, examples: str = "512M or 4G") -> int:
+    """A byte size as a user writes it: ``512M``, ``4G``, ``1.5g``, ``4GiB``, ``1073741824`` (K, M, G, T in powers
+    of 1024) -> bytes, positive; anything else is one :class:`ConfigError` naming ``what`` it was for."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except (ValueError, KeyError):
+        raise ConfigError(f"bad {what} size {text!r}: use e.g. {examples}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"bad {what} size {text!r}: it must be positive")
+    return int(value)
+
+
 def parse_memory(text: str) -> int | None | str:
     """``"auto"`` (the default budget), ``"none"`` (never tile), or a size such as ``512M``, ``4G``, ``1073741824``."""
     t = text.strip().lower()
     if t in ("auto", "none"):
         return "auto" if t == "auto" else None
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = t.removesuffix("ib").removesuffix("b")
-    try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except (ValueError, KeyError):
-        raise ConfigError(f"bad memory size {text!r}: use e.g. 512M, 4G, auto or none") from None
-    if value <= 0:
-        raise ConfigError(f"bad memory size {text!r}: must be positive")
-    return int(value)
+    return parse_bytes(text, "memory", "512M, 4G, auto or none")
+
+
+def parse_workspace(text: str) -> int:
+    """The TensorRT builder's workspace: ``"4G"``, ``"512M"``, ``"1073741824"`` -> bytes."""
+    return parse_bytes(text, "workspace")
 
 
 def resolve_export(export_dir: str | None, progress=None) -> str:
     """The export a verb runs: the given folder, or the embedded demo model's (exported on first use)."""
     if export_dir:
         return export_dir
-    from ..bundled import default_export
+    from ..app.bundled import default_export
 
     return str(default_export(progress=progress))
 

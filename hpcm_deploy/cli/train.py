@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
+from ..app.bundled import demo_weights
 from ..config import PRESETS
+from ..errors import CheckpointError
 from . import main
 from .options import parse_overrides, set_option
 
@@ -32,10 +37,24 @@ from .options import parse_overrides, set_option
 def train_cmd(preset, lmbda, steps, batch, crop, lr, lr_drop_at, seed, threads, out, no_resume, init,
               overrides) -> None:
     """Train a model with the HPCM rate-distortion loss; resumes from OUT/checkpoint.pt."""
-    from ..training.train import TrainSettings, resolve_init, train
+    from ..training.train import TrainSettings, train
 
     settings = TrainSettings(preset=preset, lmbda=lmbda, steps=steps, batch=batch, crop=crop, lr=lr,
                              lr_final=lr / 5, lr_drop_at=lr_drop_at, seed=seed, threads=threads,
                              overrides=tuple(sorted(parse_overrides(overrides).items())))
     weights = train(out, settings, resume=not no_resume, init=resolve_init(init) if init else None)
     click.echo(f"wrote {weights}")
+
+
+INIT_NAMES = {"demo-phase2": False, "demo-base": True}  # --init names of the embedded demo weights (base?)
+
+
+def resolve_init(init: str | os.PathLike) -> Path:
+    """``--init``'s weights: an embedded demo model by name (``demo-phase2``, ``demo-base``) or a file."""
+    if str(init) in INIT_NAMES:
+        return demo_weights(base=INIT_NAMES[str(init)])
+    path = Path(init)
+    if not path.is_file():
+        raise CheckpointError(f"--init {init}: no such file (or use {' / '.join(INIT_NAMES)}, the embedded "
+                              "demo models)")
+    return path

@@ -12,22 +12,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..artifacts.export import Manifest, model_fingerprint
+from ..artifacts.export import Manifest, OpenedExport
 from ..artifacts.shapes import size_of_z_grid, z_grid
-from ..backends import open_backend
 from ..backends.base import Backend
-from ..backends.torch_backend import TorchBackend
 from ..config import DEFAULT_MAX_PIXELS
-from ..entropy.tables import EntropyTables
 from ..errors import BitstreamError, InputError
 from ..image import crop_image, pad_image, padded_size
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
 from ..runtime.limits import default_tile_budget, memory_problem, size_problem
 from ..runtime.runner import Decoded, ProgramRunner
-from ..stages import build_program
 from . import container
-from .images import ImageInfo, from_tensor, image_size, parse_alpha, to_tensor
+from .images import ImageInfo, from_tensor, image_size, to_tensor
+from .opening import Opened, Settings, open_export, open_model
 
 DEFAULT_MAX_BATCH = 8
 
@@ -106,52 +103,61 @@ class Codec:
     open one codec per thread or worker.
     """
 
-    def __init__(self, source: str | os.PathLike | Manifest | HPCM, backend: str | None = None,
+    def __init__(self, source: str | os.PathLike | Manifest | OpenedExport | HPCM, backend: str | None = None,
                  device: str | None = None, *, options: Mapping[str, Any] | object | None = None,
                  max_batch: int | None = None, margins: Margins | None = DEFAULT_MARGINS,
                  memory: int | None | str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  legacy_streams: bool = False, alpha: Any = "refuse", **backend_options: Any) -> None:
-        parse_alpha(alpha)  # a bad choice fails before anything is loaded
+        """The short form: ``Codec(export)`` is :meth:`from_export` (backend options may also be given as
+        keywords, merged into ``options``), ``Codec(model)`` is :meth:`from_model`."""
+        settings = Settings(max_batch, margins, memory, max_pixels, legacy_streams, alpha)
         if isinstance(source, HPCM):
             if backend not in (None, "torch") or options or backend_options:
                 raise InputError("a model without an export runs on the torch backend, without backend options")
-            model = source.eval()
-            self.manifest = None
-            self.tables = EntropyTables.from_model(model)
-            self.program = build_program(model.config)
-            self.fingerprint = model_fingerprint(model.config, model.state_dict(), self.tables.digest())
-            self.backend: Backend = TorchBackend(model, self.program, device or "cpu")
-            fixed_batch = None
-        else:
-            if source is None:
-                raise InputError("Codec needs an export directory (hpcm_deploy.default_export() gives the embedded "
-                                 "demo model's)")
-            self.manifest = source if isinstance(source, Manifest) else Manifest.load(source)
-            merged = dict(options) if isinstance(options, Mapping) else options
-            if backend_options:
-                merged = {**(merged or {}), **backend_options}
-            self.program = self.manifest.program()
-            self.tables = EntropyTables.load(self.manifest.path("tables"))
-            self.fingerprint = self.manifest.fingerprint
-            self.backend = open_backend(backend or "onnxruntime", self.manifest, device, merged)
-            fixed_batch = self.manifest.batch
-        self.margins = margins
-        self.memory = default_tile_budget() if memory == "auto" else memory
-        self.max_pixels = max_pixels
-        self.legacy_streams = legacy_streams
-        self.alpha = alpha
-        self.fixed_batch = fixed_batch
-        limit = getattr(self.backend, "max_batch", None)  # e.g. the batch range TensorRT engines were built for
-        self.max_batch = fixed_batch or min(max_batch or DEFAULT_MAX_BATCH, limit or DEFAULT_MAX_BATCH)
+            self._start(open_model(source, device), settings)
+            return
+        if backend_options:
+            options = {**(dict(options) if isinstance(options, Mapping) else {}), **backend_options}
+        self._start(open_export(source, backend, device, options), settings)
+
+    @classmethod
+    def from_export(cls, export: str | os.PathLike | Manifest | OpenedExport, backend: str | None = None,
+                    device: str | None = None, options: Mapping[str, Any] | object | None = None,
+                    **settings: Any) -> Codec:
+        """A codec running the stages of ``export`` (a directory, or one already opened) on ``backend``
+        (default ``onnxruntime``) with its typed ``options``; ``settings`` as for the constructor (``max_batch``,
+        ``margins``, ``memory``, ``max_pixels``, ``legacy_streams``, ``alpha``)."""
+        chosen = Settings(**settings)
+        codec = cls.__new__(cls)
+        codec._start(open_export(export, backend, device, options), chosen)
+        return codec
+
+    @classmethod
+    def from_model(cls, model: HPCM, device: str | None = None, **settings: Any) -> Codec:
+        """A codec running the reference model's stages in PyTorch, without an export (``settings`` as for the
+        constructor)."""
+        chosen = Settings(**settings)
+        codec = cls.__new__(cls)
+        codec._start(open_model(model, device), chosen)
+        return codec
+
+    def _start(self, opened: Opened, settings: Settings) -> None:
+        self.manifest = opened.manifest
+        self.program = opened.program
+        self.tables = opened.tables
+        self.fingerprint = opened.fingerprint
+        self.backend: Backend = opened.backend
+        self.margins = settings.margins
+        self.memory = default_tile_budget() if settings.memory == "auto" else settings.memory
+        self.max_pixels = settings.max_pixels
+        self.legacy_streams = settings.legacy_streams
+        self.alpha = settings.alpha
+        self.fixed_batch = opened.fixed_batch
+        limit = self.backend.max_batch  # e.g. the batch range TensorRT engines were built for
+        self.max_batch = self.fixed_batch or min(settings.max_batch or DEFAULT_MAX_BATCH, limit or DEFAULT_MAX_BATCH)
         self._fp = container.fingerprint_bytes(self.fingerprint)
         self._runner = ProgramRunner(self.program, self.backend, self.tables, self.memory)
         self._lock = threading.RLock()
-
-    @classmethod
-    def from_model(cls, model: HPCM, device: str | None = None, **options: Any) -> Codec:
-        """A codec running the reference model's stages in PyTorch, without an export (options as for the
-        constructor)."""
-        return cls(model, backend="torch", device=device, **options)
 
     # ------------------------------------------------------------------ helpers
     def _batches(self, sizes: list[tuple[int, int]]) -> list[list[int]]:
@@ -351,6 +357,10 @@ class Codec:
         with self._lock:
             dec = self._runner.decode([], [], z_grid(size), replay=forced)
         return Decisions([i[0] for i in dec.indexes], {k: slots[0] for k, (slots, _) in dec.choices.items()})
+
+    def tile_plans(self) -> dict[tuple[str, tuple[int, int], int], Any]:
+        """How ``g_a``/``g_s`` were tiled so far: ``{(stage, padded size, batch): TilePlan}`` (see ``memory``)."""
+        return self._runner.tile_plans()
 
     def close(self) -> None:
         self.backend.close()

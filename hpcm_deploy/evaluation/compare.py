@@ -1,10 +1,11 @@
-"""What the codecs look like side by side: one crop of an image decoded by the demo models (Phase 2 and its
-Base twin) and by JPEG, WebP and AVIF at (at most) the same bits per pixel, in one labelled PNG."""
+"""What the codecs look like side by side: one crop of an image decoded by learned codecs (the demo models:
+Phase 2 and its Base twin) and by JPEG, WebP and AVIF at (at most) the same bits per pixel, in one PNG."""
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,15 @@ def _crop_box(shape: tuple[int, ...], crop: tuple[int, int, int, int] | None, si
     return top, left, ch, cw
 
 
-def compare_picture(image: np.ndarray, out: str | os.PathLike, crop: tuple[int, int, int, int] | str | None = None,
-                    size: int = 192, zoom: int = 2, anchors: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Write ``out`` (PNG): the original crop, then Phase 2, Base, JPEG, WebP and AVIF (those Pillow has),
-    each decoded from a full-image stream at the Phase 2 model's rate (the anchors at most that rate), each
-    crop magnified ``zoom`` times (nearest neighbour) and labelled with its bpp and full-image PSNR.
+def compare_picture(image: np.ndarray, out: str | os.PathLike, codecs: Mapping[str, Any],
+                    crop: tuple[int, int, int, int] | str | None = None, size: int = 192, zoom: int = 2,
+                    anchors: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Write ``out`` (PNG): the original crop, then each of ``codecs`` (label -> :class:`~hpcm_deploy.Codec`, e.g.
+    the demo models Phase 2 and Base) and JPEG, WebP and AVIF (those Pillow has), each decoded from a
+    full-image stream, the anchors at the highest quality within the first codec's rate; each crop magnified
+    ``zoom`` times (nearest neighbour) and labelled with its bpp and full-image PSNR.
     ``anchors``: which of Pillow's codecs (default: every one it has). Returns the figures shown."""
     from PIL import Image, ImageDraw
-
-    from ..bundled import demo_weights
-    from ..codec import Codec
-    from ..models.api import load_model
 
     if isinstance(crop, str):
         crop = tuple(int(v) for v in crop.split(","))  # type: ignore[assignment]
@@ -71,8 +70,7 @@ def compare_picture(image: np.ndarray, out: str | os.PathLike, crop: tuple[int, 
     panels: list[tuple[str, np.ndarray]] = [("original", image)]
     figures: dict[str, Any] = {"psnr": {}, "bpp_of": {}}
     target = None
-    for name, base in (("Phase 2", False), ("Base", True)):
-        codec = Codec.from_model(load_model(checkpoint=demo_weights(base=base), seed=None))
+    for name, codec in codecs.items():
         stream = codec.compress(image)
         decoded = codec.decompress(stream, kind="numpy")
         rate = 8 * len(stream) / (image.shape[0] * image.shape[1])

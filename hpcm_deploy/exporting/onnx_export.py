@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +23,25 @@ import torch
 from torch.export import Dim
 
 from .._version import __version__
-from ..artifacts.export import FORMAT, FORMAT_VERSION, MANIFEST, TABLES, Manifest, model_fingerprint
+from ..artifacts.export import (
+    TABLES,
+    FileEntry,
+    Manifest,
+    StageEntry,
+    TensorEntry,
+    WeightsEntry,
+    model_fingerprint,
+)
 from ..backends.torch_backend import TorchBackend
 from ..config import MAX_SIDE, SIZE_MULTIPLE
 from ..entropy.tables import EntropyTables
 from ..errors import ExportError
-from ..files import sha256_file, staged_directory, write_json_atomic
+from ..files import sha256_file, staged_directory
 from ..image import random_image
 from ..models.hpcm import HPCM
 from ..runtime.runner import ProgramRunner
 from ..stages import CodingProgram, StageSpec, build_program, stage_module
-from .precision import apply_recipe
+from .fp16_recipe import apply_recipe
 from .weights import share_weights
 
 log = logging.getLogger(__name__)
@@ -136,7 +145,7 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
 
     ``batch=None`` exports a dynamic batch; an int fixes it. ``jobs`` processes trace in parallel (tracing is
     single-threaded Python; default: one per CPU, at most 4). ``precision="fp16"`` rewrites the graphs with the
-    mixed-precision recipe (:mod:`.precision`). ``check`` runs on the finished export before it is put in place;
+    mixed-precision recipe (:mod:`.fp16_recipe`). ``check`` runs on the finished export before it is put in place;
     if it raises, nothing is written.
     """
     model = model.cpu().eval()
@@ -153,12 +162,12 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
         recipe = apply_recipe(work, graphs, precision) if precision != "fp32" else None
         weights = share_weights(work, graphs, state_dict)
         manifest = _manifest(model, program, name, work, opset, batch, tables, state_dict, timings,
-                             time.perf_counter() - started, source)
-        manifest["weights"] = {**weights, "sha256": sha256_file(work / weights["file"])}
+                             time.perf_counter() - started, source,
+                             WeightsEntry.from_dict({**weights, "sha256": sha256_file(work / weights["file"])}))
         if recipe is not None:
-            manifest.update(precision=precision, recipe=recipe)
-        manifest.update(extra or {})
-        write_json_atomic(work / MANIFEST, manifest)
+            manifest = replace(manifest, precision=precision, recipe=recipe)
+        manifest = replace(manifest, extra=dict(extra or {}))
+        manifest.save()
         if check is not None:
             check(Manifest.load(work))
     return out
@@ -204,7 +213,7 @@ def _trace_stages(model: HPCM, program: CodingProgram, work: Path, opset: int, b
 
 def _manifest(model: HPCM, program: CodingProgram, name: str, root: Path, opset: int, batch: int | None,
               tables: EntropyTables, state_dict: dict, timings: dict[str, float], seconds: float,
-              source: str) -> dict[str, Any]:
+              source: str, weights: WeightsEntry) -> Manifest:
     stages = {}
     written_opset = opset
     for sname, spec in program.stages.items():
@@ -212,29 +221,17 @@ def _manifest(model: HPCM, program: CodingProgram, name: str, root: Path, opset:
         if not path.is_file():
             raise ExportError(f"stage {sname} was not written")
         ins, outs, written_opset = _graph_io(path)
-        for entry in ins + outs:
-            entry["shape"] = list(program.tensors[entry["name"]].shape)
-        stages[sname] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                         "kind": spec.kind, "scale": spec.scale, "partition": spec.partition,
-                         "inputs": ins, "outputs": outs, "export_seconds": round(timings.get(sname, 0.0), 2)}
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "family": model.config.family,
-        "source": source,
-        "config": model.config.to_dict(),
-        "fingerprint": model_fingerprint(model.config, state_dict, tables.digest()),
-        "opset": written_opset,
-        "opset_requested": opset,
-        "batch": batch,
-        "precision": "fp32",
-        "size_rule": {"multiple": SIZE_MULTIPLE, "max_side": MAX_SIDE,
-                      "dims": "H and W of the padded image; every other size derives from them"},
-        "export_size": list(EXPORT_SIZE),
-        "tables": {"file": TABLES, "sha256": sha256_file(root / TABLES)},
-        "stages": stages,
-        "program": program.to_dict(),
-        "created_with": {"hpcm_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__},
-        "export_seconds": round(seconds, 1),
-    }
+        ins, outs = ([TensorEntry(e["name"], e["dtype"], tuple(e["onnx_shape"]),
+                                  tuple(program.tensors[e["name"]].shape)) for e in io] for io in (ins, outs))
+        stages[sname] = StageEntry(path.name, sha256_file(path), path.stat().st_size, spec.kind, spec.scale,
+                                   spec.partition, tuple(ins), tuple(outs), round(timings.get(sname, 0.0), 2))
+    return Manifest(
+        root=root, name=name, family=model.config.family, source=source, config_dict=model.config.to_dict(),
+        fingerprint=model_fingerprint(model.config, state_dict, tables.digest()), opset=written_opset,
+        opset_requested=opset, batch=batch, precision="fp32",
+        size_rule={"multiple": SIZE_MULTIPLE, "max_side": MAX_SIDE,
+                   "dims": "H and W of the padded image; every other size derives from them"},
+        export_size=EXPORT_SIZE, tables=FileEntry(TABLES, sha256_file(root / TABLES)), stages=stages,
+        program_dict=program.to_dict(),
+        created_with={"hpcm_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__},
+        export_seconds=round(seconds, 1), weights=weights)

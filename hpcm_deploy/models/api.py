@@ -71,3 +71,15 @@ def parameter_counts(model: HPCM) -> dict[str, int]:
     counts["total without adaptive params"] = counts["total"] - sum(
         p.numel() for n, p in model.named_parameters() if n.startswith("adaptive_params_list"))
     return counts
+
+
+LATENT_SPREAD = 20.0  # the gain that gives a random model's latent realistic magnitudes
+
+
+def spread_latent(model: HPCM, gain: float = LATENT_SPREAD) -> HPCM:
+    """Scale the last analysis layer so that a model with random weights has a latent of realistic magnitudes (a
+    random ``g_a`` gives almost all-zero symbols, which would make tests, checks and benchmarks trivially easy);
+    in place, and returned."""
+    with torch.no_grad():
+        model.g_a.branch[-1].weight.mul_(gain)
+    return model

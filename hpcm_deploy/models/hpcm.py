@@ -22,15 +22,12 @@ from ..config import SIZE_MULTIPLE, HPCMConfig
 from ..entropy import ggm
 from ..entropy.coder import StreamReader, StreamWriter
 from ..errors import InputError
+from ..schedule import CODING_STEPS, plan_memory
 from . import lattice
 from .layers import CrossAttentionCell, SpatialPrior, conv1x1
-from .memory import FullContextMemoryBank, HierarchicalMemoryManager, plan_memory
+from .memory import FullContextMemoryBank, HierarchicalMemoryManager
 from .transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
 
-# the 11 coding steps, in stream order: (scale, partition)
-CODING_STEPS: tuple[tuple[int, int], ...] = ((1, 0), (1, 1), (2, 1), (2, 2), (2, 3),
-                                              (3, 2), (3, 3), (3, 4), (3, 5), (3, 6), (3, 7))
-CHUNKS = {1: 2, 2: 4, 3: 8}  # channel chunks per scale: a step's packed tensor has M / chunks channels
 WINDOWS = {1: 4, 2: 8, 3: 8}
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..entropy.lanes import varint
+from ..entropy.varint import read_varint, varint
 from ..errors import BitstreamError, ConfigError
 
 LAYOUT = 1
@@ -131,15 +131,11 @@ class _Reader:
         return self.take(1)[0]
 
     def varint(self) -> int:
-        value, shift = 0, 0
-        while True:
-            byte = self.u8()
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise IndexError
+        try:
+            value, self.pos = read_varint(self.data, self.pos, "side information", max_bytes=10, minimal=False)
+        except BitstreamError:  # truncated or over-long: one message for every way side information is cut
+            raise IndexError from None
+        return value
 
 
 def near_edges(scales: np.ndarray, edges: np.ndarray, margin: float) -> np.ndarray:

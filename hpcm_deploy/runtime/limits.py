@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from ..config import HPCMConfig
-from .tiling import estimate_peak_bytes, estimate_tiled_peak_bytes
+from .tile_memory import estimate_peak_bytes, estimate_tiled_peak_bytes
 
 DEFAULT_TILE_BUDGET = 1 << 30  # g_a/g_s above 1 GiB run in tiles (a 12 MP photo of the demo model: 2.3 GiB)
 # Peak bytes the context model needs per latent position and context channel (float32), measured on the
@@ -59,7 +59,7 @@ class Estimate:
 def estimate_coding_bytes(config: HPCMConfig, height: int, width: int, batch: int = 1,
                           tile_budget: int | None = None) -> Estimate:
     """Peak working memory to code a batch of padded ``height`` x ``width`` images (weights not included)."""
-    from .tiling import choose_tile
+    from .tile_memory import choose_tile
 
     transforms = 0
     for stage in ("g_a", "g_s"):

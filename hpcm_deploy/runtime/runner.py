@@ -30,7 +30,8 @@ from ..entropy.tables import EntropyTables
 from ..errors import BitstreamError
 from ..stages.program import CodingProgram, Op
 from .decisions import Margins, SideInfo, near_edges
-from .tiling import LATTICE_ALIGN, choose_tile, run_tiled, stage_plan
+from .tile_memory import choose_tile
+from .tiling import LATTICE_ALIGN, run_tiled, stage_plan
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ class ProgramRunner:
                 log.info("%s at %dx%d (batch %d): %d tiles of %d pixels", name, *size, batch,
                          len(self._tiles[key].tiles), tile)
         return self._tiles[key]
+
+    def tile_plans(self) -> dict[tuple[str, tuple[int, int], int], Any]:
+        """The tile plans in use: ``{(stage, padded size, batch): TilePlan}`` for each ``g_a``/``g_s`` run so far
+        that ran in tiles (what a caller may report or check; a run that went whole is not listed)."""
+        return {key: plan for key, plan in self._tiles.items() if plan is not None}
 
     def _run_stage(self, name: str, state: dict[str, Any], t: Timings) -> None:
         spec = self.program.stages[name]

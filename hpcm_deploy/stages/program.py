@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import HPCMConfig
-from ..models.hpcm import CHUNKS, CODING_STEPS
-from ..models.memory import plan_memory
+from ..schedule import CHUNKS, CODING_STEPS, plan_memory
 
 
 @dataclass(frozen=True)

@@ -90,20 +90,6 @@ def _restore(model: HPCM, optimizer: torch.optim.Optimizer, sampler: CropSampler
     return 0, 0.0
 
 
-INIT_NAMES = {"demo-phase2": False, "demo-base": True}  # --init names of the embedded demo weights (base?)
-
-
-def resolve_init(init: str | os.PathLike) -> Path:
-    """``--init``'s weights: an embedded demo model by name (``demo-phase2``, ``demo-base``) or a file."""
-    if str(init) in INIT_NAMES:
-        from ..bundled import demo_weights
-
-        return demo_weights(base=INIT_NAMES[str(init)])
-    path = Path(init)
-    if not path.is_file():
-        raise CheckpointError(f"--init {init}: no such file (or use {' / '.join(INIT_NAMES)}, the embedded "
-                              "demo models)")
-    return path
 
 
 def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True,

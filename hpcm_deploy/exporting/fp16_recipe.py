@@ -25,11 +25,10 @@ the result (``Type parameter (T) of Optype (Conv) bound to different types``); m
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +36,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..artifacts.export import MANIFEST
-from ..files import sha256_file, staged_directory, write_json_atomic
+from ..artifacts.export import WeightsEntry
+from ..files import sha256_file, staged_directory
 
 if TYPE_CHECKING:
     from ..artifacts.export import Manifest
@@ -250,17 +249,16 @@ def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16"
         raise ValueError(f"unknown precision recipe {precision!r}")
     out = Path(out)
     with staged_directory(out) as work:
-        data = json.loads((src.root / MANIFEST).read_text())
-        shutil.copy2(src.root / data["tables"]["file"], work / data["tables"]["file"])
-        graphs = [entry["file"] for entry in data["stages"].values()]
+        assert src.tables is not None
+        shutil.copy2(src.path("tables"), work / src.tables.file)
+        graphs = [entry.file for entry in src.stages.values()]
         for graph in graphs:  # with their weights embedded again; shared anew below
             onnx.save(onnx.load(str(src.root / graph)), str(work / graph))
-        data["recipe"] = apply_recipe(work, graphs, precision)
+        recipe = apply_recipe(work, graphs, precision)
         weights = share_weights(work, graphs, src.state_dict())
-        data["weights"] = {**weights, "sha256": sha256_file(work / weights["file"])}
-        for entry in data["stages"].values():
-            entry["sha256"] = sha256_file(work / entry["file"])
-            entry["bytes"] = (work / entry["file"]).stat().st_size
-        data.update(precision=precision, derived_from=str(src.root))
-        write_json_atomic(work / MANIFEST, data)
+        stages = {name: replace(entry, sha256=sha256_file(work / entry.file), bytes=(work / entry.file).stat().st_size)
+                  for name, entry in src.stages.items()}
+        replace(src, root=work, stages=stages, recipe=recipe, precision=precision,
+                weights=WeightsEntry.from_dict({**weights, "sha256": sha256_file(work / weights["file"])}),
+                extra={**src.extra, "derived_from": str(src.root)}).save()
     return out

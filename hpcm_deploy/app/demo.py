@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..evaluation.metrics import anchor_psnr_at, available_anchors, psnr
 from .bundled import SAMPLE, data_path, default_export
-from .evaluation.metrics import anchor_psnr_at, available_anchors, psnr
 
 
 @dataclass
@@ -48,15 +48,17 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
     """Compress and decompress the sample image with ONNX Runtime; check the round trip and the stream; and,
     with ``anchors``, code the image with Pillow's JPEG (optimised), WebP and AVIF (where Pillow has them) at
     the same bits per pixel, so that the model's quality is seen beside theirs."""
-    from .codec import Codec
-    from .codec.container import parse
-    from .codec.images import read_image
+    from ..artifacts.export import OpenedExport
+    from ..codec import Codec
+    from ..codec.container import parse
+    from ..codec.images import read_image
 
     root = Path(export) if export else default_export(progress=progress)
     path = Path(image) if image else data_path(SAMPLE)
     img = read_image(path).convert("RGB")
     original = np.asarray(img)
-    codec = Codec(root, backend="onnxruntime")
+    opened = OpenedExport.open(root)  # read once, run on two backends
+    codec = Codec.from_export(opened, "onnxruntime")
     start = time.perf_counter()
     result = codec.compress_detailed([img], symbols=True)[0]
     encode_seconds = time.perf_counter() - start
@@ -67,7 +69,7 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
     assert result.symbols is not None and decoded.symbols is not None
     exact = all(np.array_equal(a, b) for a, b in zip(result.symbols, decoded.symbols))
     with torch.inference_mode():
-        reference = Codec(root, backend="torch").compress(img)
+        reference = Codec.from_export(opened, "torch").compress(img)
     # the coded payload must be the reference's; the side information (signalled decisions) is a hint that
     # depends on each backend's own rounding near the margin, so it is not compared
     same_payload = (lambda a, b: (a.z, a.y) == (b.z, b.y))(parse(reference), parse(result.stream))
@@ -83,3 +85,18 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
         encode_phases={k: v for k, v in result.timings.items() if isinstance(v, float)},
         decode_phases={k: v for k, v in decoded.timings.items() if isinstance(v, float)},
     )
+
+
+def write_comparison(image: str | os.PathLike, out: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """``demo --compare``: one crop of ``image`` as the embedded Phase 2 and Base models, JPEG, WebP and AVIF
+    decode it at the same bits per pixel, written to ``out`` (:func:`~hpcm_deploy.evaluation.compare
+    .compare_picture`; the models run as PyTorch stages, which write the same streams as their exports)."""
+    from ..codec import Codec
+    from ..codec.images import read_image
+    from ..evaluation.compare import compare_picture
+    from ..models.api import load_model
+    from .bundled import demo_weights
+
+    codecs = {label: Codec.from_model(load_model(checkpoint=demo_weights(base=base), seed=None))
+              for label, base in (("Phase 2", False), ("Base", True))}
+    return compare_picture(np.asarray(read_image(image).convert("RGB")), out, codecs, **options)

@@ -3,16 +3,17 @@ running them that needs no TensorRT (precision, size and batch range, I/O contra
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, ConfigError
-from ..files import sha256_file, write_json_atomic
+from ..files import sha256_file
 from ..stages.program import CodingProgram
+from .document import extras, read_document, write_document
 from .export import Manifest
 from .shapes import SizeRange, implied_size
 
@@ -61,24 +62,105 @@ def resolve_precision(export_precision: str, requested: str | None) -> str:
     return requested
 
 
-@dataclass
+@dataclass(frozen=True)
+class PlanEntry:
+    """One stage's plan: its file and digest, the graph it was built from (and that graph's digests), its TF32
+    setting and build time."""
+
+    plan: str
+    plan_sha256: str
+    onnx: str | None = None
+    onnx_sha256: str = ""
+    export_onnx_sha256: str = ""
+    tf32: bool = False
+    build_seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PlanEntry:
+        return cls(d["plan"], d.get("plan_sha256", ""), d.get("onnx"), d.get("onnx_sha256", ""),
+                   d.get("export_onnx_sha256", ""), bool(d.get("tf32", False)), d.get("build_seconds", 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"plan": self.plan, "plan_sha256": self.plan_sha256}
+        if self.onnx is not None:
+            d.update(onnx=self.onnx, onnx_sha256=self.onnx_sha256, export_onnx_sha256=self.export_onnx_sha256,
+                     tf32=self.tf32, build_seconds=self.build_seconds)
+        return d
+
+
+@dataclass(frozen=True)
+class ExportRef:
+    """The export a set of plans was built from."""
+
+    name: str
+    fingerprint: str
+    root: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "fingerprint": self.fingerprint, "root": self.root}
+
+
+_FIELDS = ("format", "format_version", "export", "tensorrt", "tensorrt_major", "gpu", "compute_capability", "precision",
+           "tf32", "sizes", "profiles", "stages", "timing_cache", "recipe", "stripped", "timing_cache_source")
+
+
+@dataclass(frozen=True)
 class EngineManifest:
+    """A parsed ``engines.json``: what a set of TensorRT plans was built from and for (written by
+    :mod:`hpcm_deploy.exporting.engine_build`, read by the TensorRT backend and the checks here)."""
+
     root: Path
-    data: dict[str, Any]
+    export: ExportRef
+    tensorrt: str
+    gpu: str
+    compute_capability: tuple[int, int]
+    precision: str
+    stages: dict[str, PlanEntry]
+    tf32: bool = False  # whether the plans were built with TF32 allowed (``build-engine --tf32``)
+    sizes_dict: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, Any] = field(default_factory=dict)
+    timing_cache: str = TIMING_CACHE
+    recipe: dict[str, Any] | None = None
+    stripped: bool = False  # the plans hold no weights (``build-engine --strip-weights``): refitted at load
+    timing_cache_source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, root: str | os.PathLike, d: dict[str, Any]) -> EngineManifest:
+        ref = d["export"]
+        return cls(root=Path(root), export=ExportRef(ref["name"], ref["fingerprint"], ref.get("root", "")),
+                   tensorrt=d["tensorrt"], gpu=d.get("gpu", "?"), compute_capability=tuple(d["compute_capability"]),
+                   precision=d["precision"], stages={k: PlanEntry.from_dict(v) for k, v in d["stages"].items()},
+                   tf32=bool(d.get("tf32", False)), sizes_dict=d.get("sizes") or {}, profiles=d.get("profiles", {}),
+                   timing_cache=d.get("timing_cache", TIMING_CACHE), recipe=d.get("recipe"),
+                   stripped=bool(d.get("stripped", False)), timing_cache_source=d.get("timing_cache_source"),
+                   extra=extras(d, _FIELDS))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "export": self.export.to_dict(),
+            "tensorrt": self.tensorrt, "tensorrt_major": version_tuple(self.tensorrt)[0], "gpu": self.gpu,
+            "compute_capability": list(self.compute_capability), "precision": self.precision, "tf32": self.tf32,
+            "sizes": self.sizes_dict, "profiles": self.profiles, "stages": {k: v.to_dict() for k, v in
+                                                                            self.stages.items()},
+            "timing_cache": self.timing_cache,
+        }
+        if self.recipe is not None:
+            d.update(recipe=self.recipe, stripped=self.stripped, timing_cache_source=self.timing_cache_source)
+        elif self.stripped:
+            d["stripped"] = True
+        return {**d, **self.extra}
 
     @property
-    def precision(self) -> str:
-        return self.data["precision"]
-
-    @property
-    def tf32(self) -> bool:
-        """Whether the plans were built with TF32 allowed (an explicit opt-in of ``build-engine --tf32``)."""
-        return bool(self.data.get("tf32", False))
+    def data(self) -> dict[str, Any]:
+        """Deprecated: the manifest as a dict (a copy); read the attributes instead."""
+        warnings.warn("EngineManifest.data is deprecated; read its attributes", DeprecationWarning, stacklevel=2)
+        return self.to_dict()
 
     @property
     def sizes(self) -> SizeRange | None:
         """The padded sizes and batches the plans' optimisation profiles cover."""
-        sizes = self.data.get("sizes") or {}
+        sizes = self.sizes_dict
         return SizeRange.from_dict(sizes) if {"min", "opt", "max"} <= set(sizes) else None
 
     @property
@@ -86,55 +168,48 @@ class EngineManifest:
         sizes = self.sizes
         return sizes.max_batch if sizes else None
 
-    @property
-    def stripped(self) -> bool:
-        """Whether the plans hold no weights (``build-engine --strip-weights``): refitted at load."""
-        return bool(self.data.get("stripped", False))
-
     def onnx_path(self, stage: str) -> Path:
         """The graph a stage's plan was built from (inside the engine folder, or the export's own)."""
-        try:
-            path = Path(self.data["stages"][stage]["onnx"])
-        except KeyError:
-            raise BackendError(f"engines in {self.root} do not say which graph stage {stage!r} came from") from None
+        entry = self.stages.get(stage)
+        if entry is None or entry.onnx is None:
+            raise BackendError(f"engines in {self.root} do not say which graph stage {stage!r} came from")
+        path = Path(entry.onnx)
         return path if path.is_absolute() else self.root / path
 
     def plan_path(self, stage: str) -> Path:
         try:
-            return self.root / self.data["stages"][stage]["plan"]
+            return self.root / self.stages[stage].plan
         except KeyError:
             raise BackendError(f"engines in {self.root} have no plan for stage {stage!r}") from None
 
     @classmethod
     def load(cls, root: str | os.PathLike) -> EngineManifest:
         root = Path(root)
-        path = root / MANIFEST
-        if not path.is_file():
-            raise BackendError(f"{root} holds no TensorRT engines ({MANIFEST} missing); build them with "
-                               "`hpcm-deploy build-engine`")
+        data = read_document(root / MANIFEST, FORMAT, f"engine manifest of version {FORMAT_VERSION}", BackendError,
+                             f"{root} holds no TensorRT engines ({MANIFEST} missing); build them with "
+                             "`hpcm-deploy build-engine`")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise BackendError(f"{root / MANIFEST} is not an hpcm-deploy engine manifest of version {FORMAT_VERSION}")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot read {path}: {exc}") from None
-        if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
-            raise BackendError(f"{path} is not an hpcm-deploy engine manifest of version {FORMAT_VERSION}")
-        return cls(root, data)
+            return cls.from_dict(root, data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise BackendError(f"{root / MANIFEST} is incomplete ({type(exc).__name__}: {exc}); rebuild the "
+                               "engines") from None
 
     def save(self) -> None:
-        write_json_atomic(self.root / MANIFEST, self.data)
+        write_document(self.root / MANIFEST, self.to_dict())
 
 
 def check_engines_for_export(engines: EngineManifest, export: Manifest, precision: str | None = None) -> None:
     """Refuse plans built from another export, lacking a stage, or of another precision than asked for."""
-    data = engines.data
-    if data["export"]["fingerprint"] != export.fingerprint:
+    if engines.export.fingerprint != export.fingerprint:
         raise BackendError(f"engines in {engines.root} were built from another export (fingerprint "
-                           f"{data['export']['fingerprint'][:16]}, this export {export.fingerprint[:16]})")
-    missing = [s for s in export.data["stages"] if s not in data["stages"]]
+                           f"{engines.export.fingerprint[:16]}, this export {export.fingerprint[:16]})")
+    missing = [s for s in export.stages if s not in engines.stages]
     if missing:
         raise BackendError(f"engines in {engines.root} lack plans for: {', '.join(missing)}")
-    if precision is not None and data["precision"] != precision:
-        raise BackendError(f"engines in {engines.root} are {data['precision']} engines, not {precision}; pass the "
+    if precision is not None and engines.precision != precision:
+        raise BackendError(f"engines in {engines.root} are {engines.precision} engines, not {precision}; pass the "
                            f"{precision} engine directory or build it with `hpcm-deploy build-engine --precision "
                            f"{precision}`")
 
@@ -145,18 +220,17 @@ def check_compatible(engines: EngineManifest, export: Manifest, trt_version: str
 
     TensorRT plans are only valid for the exact TensorRT version and compute capability they were built with.
     """
-    data = engines.data
-    built_cap = tuple(data["compute_capability"])
-    if data["tensorrt"] != trt_version or built_cap != tuple(capability):
+    built_cap = tuple(engines.compute_capability)
+    if engines.tensorrt != trt_version or built_cap != tuple(capability):
         raise BackendError(
-            f"engines in {engines.root} were built with TensorRT {data['tensorrt']} for {arch_name(built_cap)} "
-            f"({data.get('gpu', '?')}); this machine has TensorRT {trt_version} on {arch_name(tuple(capability))}; "
+            f"engines in {engines.root} were built with TensorRT {engines.tensorrt} for {arch_name(built_cap)} "
+            f"({engines.gpu}); this machine has TensorRT {trt_version} on {arch_name(tuple(capability))}; "
             "rebuild them with `hpcm-deploy build-engine`")
     check_engines_for_export(engines, export, precision)
     if verify_hashes:
-        for entry in data["stages"].values():
-            plan = engines.root / entry["plan"]
-            if not plan.is_file() or sha256_file(plan) != entry["plan_sha256"]:
+        for entry in engines.stages.values():
+            plan = engines.root / entry.plan
+            if not plan.is_file() or sha256_file(plan) != entry.plan_sha256:
                 raise BackendError(f"engine plan {plan} is missing or was modified; rebuild the engines")
 
 
@@ -167,7 +241,7 @@ def check_covered(engines: EngineManifest, program: CodingProgram, stage: str,
     the engines' size and batch range and the ``build-engine`` flags that widen it. (Outside its profile an
     execution context would refuse the shape, or with an ignored refusal run on the previous one.)"""
     spec = program.stages[stage]
-    profile = engines.data.get("profiles", {}).get(stage)
+    profile = engines.profiles.get(stage)
     if profile is None:
         raise BackendError(f"engines in {engines.root} record no optimisation profile for stage {stage}; rebuild them")
     for name, shape in zip(spec.inputs, shapes):
@@ -257,11 +331,8 @@ def timing_cache_notice(source: Path | None, loaded: bool, accepted: bool) -> st
 
 
 def new_manifest(export: Manifest, trt_version: str, gpu: str, capability: tuple[int, int], precision: str,
-                 sizes: dict[str, Any], profiles: dict[str, Any], tf32: bool = False) -> dict[str, Any]:
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "export": {"name": export.name, "fingerprint": export.fingerprint, "root": str(export.root)},
-        "tensorrt": trt_version, "tensorrt_major": version_tuple(trt_version)[0],
-        "gpu": gpu, "compute_capability": list(capability), "precision": precision, "tf32": bool(tf32),
-        "sizes": sizes, "profiles": profiles, "stages": {}, "timing_cache": TIMING_CACHE,
-    }
+                 sizes: dict[str, Any], profiles: dict[str, Any], tf32: bool = False,
+                 root: str | os.PathLike = ".") -> EngineManifest:
+    """The manifest of a build about to start (its plans are added with ``dataclasses.replace(..., stages=)``)."""
+    return EngineManifest(Path(root), ExportRef(export.name, export.fingerprint, str(export.root)), trt_version, gpu,
+                          tuple(capability), precision, {}, tf32=bool(tf32), sizes_dict=sizes, profiles=profiles)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from .errors import ExportError
-from .files import sha256_file
+from ..errors import ExportError
+from ..files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,18 @@ def default_export(root: str | os.PathLike | None = None, progress: Callable[[st
                    jobs: int | None = None, base: bool = False) -> Path:
     """The export of the embedded demo model (``base``: of its tiny HPCM-Base twin), made once if missing or
     stale."""
-    from .artifacts.export import Manifest
+    from ..artifacts.export import Manifest
 
     root = Path(root) if root is not None else default_export_dir(base)
     weights = demo_weights(base)
     digest = sha256_file(weights)
     try:
-        if Manifest.load(root, verify_hashes=False).data.get("source_sha256") == digest:
+        if Manifest.load(root, verify_hashes=False).extra.get("source_sha256") == digest:
             return root
     except ExportError:
         pass
-    from .exporting.onnx_export import export_model
-    from .models.api import load_model
+    from ..exporting.onnx_export import export_model
+    from ..models.api import load_model
 
     log.warning("exporting the embedded demo model to %s (once; about a minute and a half on 2 cores)", root)
     model = load_model(checkpoint=weights, seed=None)

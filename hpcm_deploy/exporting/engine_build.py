@@ -12,16 +12,17 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from ..artifacts.engines import (
+from ..artifacts.engine_manifest import (
     MANIFEST,
     PRECISIONS,
     TIMING_CACHE,
-    EngineManifest,
+    PlanEntry,
     default_engine_dir,
     new_manifest,
     resolve_precision,
@@ -33,26 +34,13 @@ from ..artifacts.shapes import SizeRange, all_profiles
 from ..backends.trt_lib import cuda_device, cuda_index, import_tensorrt, on_gpu, resolve_cuda
 from ..errors import BackendError, ConfigError
 from ..files import sha256_file, staged_directory, write_atomic
-from .precision import to_fp16
+from .fp16_recipe import to_fp16
 from .weights import share_weights
 
 log = logging.getLogger(__name__)
 DEFAULT_SIZES = SizeRange.from_sizes((256, 256), (512, 768), (2048, 2048))
 
-__all__ = ["DEFAULT_SIZES", "PRECISIONS", "build_engines", "parse_workspace", "recipe_graphs"]
-
-
-def parse_workspace(text: str) -> int:
-    """``"4G"``, ``"512M"``, ``"1073741824"`` -> bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.strip().upper().removesuffix("B")
-    try:
-        value = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except (ValueError, KeyError):
-        raise ConfigError(f"bad workspace size {text!r}: use e.g. 512M or 4G") from None
-    if value <= 0:
-        raise ConfigError(f"bad workspace size {text!r}: it must be positive")
-    return value
+__all__ = ["DEFAULT_SIZES", "PRECISIONS", "build_engines", "recipe_graphs"]
 
 
 def recipe_graphs(export: Manifest, precision: str, out_dir: Path) -> tuple[dict[str, Path], dict[str, dict]]:
@@ -61,10 +49,10 @@ def recipe_graphs(export: Manifest, precision: str, out_dir: Path) -> tuple[dict
     of their own as the export's graphs do."""
     precision = resolve_precision(export.precision, precision)
     if export.precision == precision:
-        return {s: export.stage_path(s) for s in export.data["stages"]}, {}
+        return {s: export.stage_path(s) for s in export.stages}, {}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, reports = {}, {}
-    for stage in export.data["stages"]:
+    for stage in export.stages:
         model, report = to_fp16(onnx.load(str(export.stage_path(stage))), stage)
         path = out_dir / f"{stage}.onnx"
         onnx.save(model, str(path))
@@ -99,28 +87,24 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
             raise ConfigError(f"cannot create the folder of timing cache {cache_plan.keep}: {exc}") from None
     with on_gpu(index), _polygraphy_log(), staged_directory(root) as work:
         graphs, reports = recipe_graphs(export, precision, work / "onnx")
-        data = new_manifest(export, trt.__version__, gpu, capability, precision, sizes.as_dict(), profiles, tf32)
-        data["recipe"] = reports
-        data["stripped"] = strip_weights
+        plans: dict[str, PlanEntry] = {}
         cache = _TimingCache(cache_plan.source)
         for stage, onnx_path in graphs.items():
             start = time.perf_counter()
             plan = _build_stage(trt, stage, onnx_path, profiles[stage], workspace, tf32, cache, strip_weights)
             plan_path = work / f"{stage}.plan"
             plan_path.write_bytes(plan)
-            data["stages"][stage] = {
-                "plan": plan_path.name, "plan_sha256": sha256_file(plan_path),
-                "onnx": str(onnx_path.relative_to(work)) if onnx_path.is_relative_to(work) else str(onnx_path),
-                "onnx_sha256": sha256_file(onnx_path),
-                "export_onnx_sha256": export.data["stages"][stage]["sha256"],
-                "tf32": tf32,
-                "build_seconds": round(time.perf_counter() - start, 1),
-            }
+            plans[stage] = PlanEntry(
+                plan_path.name, sha256_file(plan_path),
+                str(onnx_path.relative_to(work)) if onnx_path.is_relative_to(work) else str(onnx_path),
+                sha256_file(onnx_path), export.stages[stage].sha256, tf32, round(time.perf_counter() - start, 1))
             if progress:
                 progress(stage, time.perf_counter() - start)
         (work / TIMING_CACHE).write_bytes(cache.serialize())
-        data["timing_cache_source"] = str(cache_plan.source) if cache.reused else None
-        EngineManifest(work, data).save()
+        built = new_manifest(export, trt.__version__, gpu, capability, precision, sizes.as_dict(), profiles, tf32,
+                             root=work)
+        replace(built, stages=plans, recipe=reports, stripped=strip_weights,
+                timing_cache_source=str(cache_plan.source) if cache.reused else None).save()
     assert (root / MANIFEST).is_file()
     if cache_plan.keep is not None:
         try:
