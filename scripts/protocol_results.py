@@ -4,6 +4,7 @@
     python scripts/protocol_results.py relies                                  # 2: the demo model, config ablations
     python scripts/protocol_results.py trained [--runs runs/protocol]          # 3-5: RD curves, ablations, bits
     python scripts/protocol_results.py compare --out docs/results-crop.png      # 6: what it looks like
+    python scripts/protocol_results.py tables                                  # the JSON as markdown tables
 
 Each part replaces its own key in the JSON (``--json``, default docs/results.json) and prints its table. Every
 stream is real: bits per pixel are the container's bytes, the decoder must read back the encoder's symbols.
@@ -283,7 +284,60 @@ def part_compare(args) -> dict:
             "image": name, **info}
 
 
-PARTS = {"cost": part_cost, "relies": part_relies, "trained": part_trained, "compare": part_compare}
+# ------------------------------------------------------------------------------ the tables of docs/results.md
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def tables(data: dict) -> str:
+    """Markdown tables of every part in ``data`` (docs/results.json)."""
+    out = []
+    if "cost" in data:
+        rows = []
+        for r in data["cost"]["rows"]:
+            e, d, v = r["encode_parts_s"], r["decode_parts_s"], r["vs_base"]
+            rows.append([r["preset"], f"{r['params'] / 1e6:.2f} M ({v['params']:+.1%})",
+                         f"{r['weights_mb_fp32']:.0f}", f"{r['encode_s']:.2f} ({v['encode_s']:+.0%})",
+                         f"{r['decode_s']:.2f} ({v['decode_s']:+.0%})",
+                         " / ".join(f"{e.get(k, 0):.2f}" for k in ("transforms", "hyperprior", "s1", "s2", "s3")),
+                         " / ".join(f"{d.get(k, 0):.2f}" for k in ("transforms", "hyperprior", "s1", "s2", "s3")),
+                         f"{r['peak_rss_mb']:.0f} ({v['peak_rss_mb']:+.0%})",
+                         f"{r['peak_coding_mb']:.0f} ({v['peak_coding_mb']:+.0%})"])
+        out.append(_md(["preset", "parameters (vs Base)", "weights MB (fp32)", "encode s", "decode s",
+                        "encode: transforms / hyper / s1 / s2 / s3 s", "decode: same", "peak RSS MB",
+                        "growth while coding MB"], rows))
+    if "relies" in data:
+        rows, ref = [], None
+        for name, r in data["relies"]["rows"].items():
+            ref = ref or r
+            rows.append([name, f"{r['bpp']:.4f} ({r['bpp'] / ref['bpp'] - 1:+.1%})",
+                         f"{r['psnr']:.2f} ({r['psnr'] - ref['psnr']:+.2f})",
+                         " / ".join(f"{r[f'bpp_{k}']:.4f}" for k in ("z", "s1", "s2", "s3"))])
+        out.append(_md(["setting", "bpp (vs shipped)", "PSNR dB (vs shipped)", "bpp z / s1 / s2 / s3"], rows))
+    if "trained" in data:
+        t = data["trained"]
+        rows = []
+        for label, r in t["rows"].items():
+            run = r["run"]
+            rows.append([label, r["curve"], "shipped" if r["weights"].startswith("shipped") else
+                         f"{run['steps']} steps, {run['hours']:.2f} h", f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",
+                         f"{r.get('jpeg_psnr', float('nan')):.2f}",
+                         " / ".join(f"{r[f'bpp_{k}']:.4f}" for k in ("z", "s1", "s2", "s3"))])
+        out.append(_md(["model", "curve", "fine-tune", "bpp", "PSNR dB", "JPEG dB at that bpp",
+                        "bpp z / s1 / s2 / s3"], rows))
+        out.append(_md(["BD-rate", "%"], [[k, "n/a (no overlap)" if v is None else f"{v:+.1f}"]
+                                          for k, v in t["bd_rate_percent"].items()]))
+    return "\n\n".join(out)
+
+
+def part_tables(args) -> dict:
+    print(tables(json.loads(Path(args.json).read_text())))
+    raise SystemExit(0)
+
+
+PARTS = {"cost": part_cost, "relies": part_relies, "trained": part_trained, "compare": part_compare,
+         "tables": part_tables}
 
 
 def main() -> None:
