@@ -18,7 +18,10 @@ from ..config import DEFAULT_MAX_PIXELS
 from ..errors import HPCMError, InputError
 from ..files import write_atomic
 from . import main
-from .options import backend_option, device_option, export_option, parse_memory, resolve_export
+from .options import backend_option, check_runnable, device_option, export_option, parse_memory, resolve_export
+from .progress import print_table
+
+TOTAL_STEPS = 11  # coding steps of a full decode (scale 1: 2, scale 2: 3, scale 3: 6)
 
 
 def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:
@@ -30,8 +33,35 @@ def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: 
     out_path = Path(out)
     single_file = len(files) == 1 and Path(inputs[0]).is_file() and not out_path.is_dir() and out_path.suffix
     if single_file:
-        return [(files[0][0], out_path)]
-    return [(f, out_path / rel.with_suffix(new_suffix)) for f, rel in files]
+        jobs = [(files[0][0], out_path)]
+    elif out_path.suffix and not out_path.is_dir():
+        # several inputs (or a folder) make one output each, in a folder: a name like single.hpcm would silently
+        # become a folder of that name
+        raise InputError(f"{len(files)} input files need an output folder, and {out} looks like a file name; give "
+                         f"a folder (-o {out_path.with_suffix('')}/) or one input file")
+    else:
+        if out_path.exists() and not out_path.is_dir():
+            raise InputError(f"{out} is a file, not a folder: several inputs need an output folder")
+        jobs = [(f, out_path / rel.with_suffix(new_suffix)) for f, rel in files]
+    _refuse_overwriting_inputs(jobs)
+    return jobs
+
+
+def _refuse_overwriting_inputs(jobs: list[tuple[Path, Path]]) -> None:
+    """An output that is one of the inputs (the same path, or the same file through a link) would replace that
+    input with its own stream or image: refused before anything is read or written."""
+    def identity(path: Path):
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    inputs = {identity(src): src for src, _ in jobs}
+    for _, dst in jobs:
+        same = inputs.get(identity(dst)) if dst.exists() else None
+        if same is not None:
+            raise InputError(f"the output {dst} is the input {same}: it would be overwritten; choose another -o")
 
 
 def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[str, Any]], verb: str,
@@ -47,7 +77,8 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
                 summary.append({"input": str(src), "output": str(dst), **work(src, dst)})
             except HPCMError as exc:
                 failures += 1
-                bar.console.print(f"error: {src}: {exc}", markup=False, highlight=False, soft_wrap=True)
+                where = "" if str(src) in str(exc) else f"{src}: "  # the message may name the file already
+                bar.console.print(f"error: {where}{exc}", markup=False, highlight=False, soft_wrap=True)
                 if len(jobs) == 1:
                     raise SystemExit(1) from None
             bar.advance(task)
@@ -56,6 +87,8 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
     else:
         for row in summary:
             extra = f"  {row['bpp']:.4f} bpp" if "bpp" in row else ""
+            if row.get("steps", TOTAL_STEPS) < TOTAL_STEPS:  # a preview or a truncated stream
+                extra += f", {row['steps']} of {TOTAL_STEPS} coding steps decoded"
             click.echo(f"{row['input']} -> {row['output']}{extra}")
     if failures:
         raise SystemExit(1)
@@ -66,7 +99,9 @@ def _write(dst: Path, data) -> None:
     try:
         write_atomic(dst, data)
     except OSError as exc:
-        raise HPCMError(f"cannot write {dst} ({exc.strerror or exc})") from None
+        blocker = next((p for p in dst.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
+        raise HPCMError(f"cannot write {dst} ({reason})") from None
 
 
 def _codec(export: str | None, backend: str, device: str, engines: str | None, max_pixels: int, memory: str,
@@ -79,6 +114,7 @@ def _codec(export: str | None, backend: str, device: str, engines: str | None, m
     parse_alpha(alpha)
     if engines is not None and backend != "tensorrt":
         raise InputError("--engines is for --backend tensorrt")
+    check_runnable(backend, device)
     extra = {"engines": engines} if engines is not None else {}
     return Codec(resolve_export(export), backend=backend, device=device, margins=margins,
                  max_pixels=max_pixels or None, memory=parse_memory(memory), legacy_streams=legacy, alpha=alpha,
@@ -202,9 +238,7 @@ def demo(export_dir, image, no_anchors, as_json) -> None:
     compare it with JPEG, WebP and AVIF at the same bits per pixel."""
     from ..demo import run_demo
 
-    console = Console(stderr=True)
-    report = run_demo(export_dir, image, progress=lambda s, sec: console.print(f"  exported {s} ({sec:.1f} s)"),
-                      anchors=not no_anchors)
+    report = run_demo(resolve_export(export_dir), image, anchors=not no_anchors)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -214,7 +248,7 @@ def demo(export_dir, image, no_anchors, as_json) -> None:
 
 
 def _print_demo(r) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"[bold]{Path(r.image).name}[/] {r.width}x{r.height} with {r.export} on onnxruntime (CPU)")
     console.print(f"  {r.bytes} bytes, {r.bpp:.4f} bpp, PSNR {r.psnr:.2f} dB")
     names = {"jpeg": "JPEG (4:2:0, optimised)", "webp": "WebP (method 6)", "avif": "AVIF (speed 4)"}
@@ -238,4 +272,4 @@ def _print_demo(r) -> None:
     for phase in ("network", "entropy", "transfer", "host"):
         table.add_row(f"[italic]{phase}[/]", f"{1000 * r.encode_phases.get(phase, 0):.1f}",
                       f"{1000 * r.decode_phases.get(phase, 0):.1f}")
-    console.print(table)
+    print_table(table)

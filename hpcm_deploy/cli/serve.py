@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import main
-from .options import backend_option, device_option, export_option, resolve_export
+from .options import backend_option, check_runnable, device_option, export_option, resolve_export
 
 
 @main.command()
@@ -32,6 +32,7 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
     from ..codec import Codec
     from ..serving.triton import CodecServer
 
+    check_runnable(backend, device)
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     if not verbose:
         # PyTriton logs every refused input with a full traceback; the server logs one line instead.
