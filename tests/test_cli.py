@@ -177,3 +177,42 @@ def test_an_unreadable_image_is_named_once_and_a_file_in_the_way_is_said(tmp_pat
     (tmp_path / "fake.png").write_text("hello\n")
     message = _refused(tmp_path, ["compress", "fake.png", "-o", "f.hpcm"], contains="is not a readable image")
     assert message.count("fake.png") == 2  # "error: fake.png is not a readable image (... 'fake.png')"
+
+
+def test_stage_progress_is_one_bar_with_the_stage_lines_only_under_verbose(capsys):
+    import logging
+
+    from hpcm_deploy.cli.progress import StageBar
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        for verbose in (False, True):
+            root.setLevel(logging.INFO if verbose else logging.WARNING)
+            with StageBar("exporting") as bar:
+                bar.start(2, "exporting the demo model: once")
+                bar.done("g_a", 1.25)
+                bar.done("g_s", 2.5)
+            err = capsys.readouterr().err.splitlines()
+            assert err[0] == "exporting the demo model: once"
+            assert err[1:] == (["  g_a           1.2 s", "  g_s           2.5 s"] if verbose else [])
+    finally:
+        root.setLevel(level)
+
+
+def test_tables_are_plain_and_whole_when_piped(capsys):
+    from rich.table import Table
+
+    from hpcm_deploy.cli.progress import print_table
+
+    table = Table(title="a title wider than nothing")
+    table.add_column("runner")
+    table.add_column("encode s", justify="right")
+    long = "PyTorch reference model with a long name " * 3
+    table.add_row(long, "1.000")
+    table.add_row("[bold]mean[/]", "12.5")
+    print_table(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "a title wider than nothing"
+    assert lines[2].startswith(long.strip()) and lines[2].endswith("1.000")  # nothing cut to "PyTor..."
+    assert lines[3].startswith("mean ") and lines[3].endswith(" 12.5") and len(lines[3]) == len(lines[2])

@@ -69,7 +69,8 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
     console = Console(stderr=True)
     summary, failures = [], 0
     with Progress(TextColumn(f"{verb} {{task.description}}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True, disable=len(jobs) < 2) as bar:
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=len(jobs) < 2 or not console.is_terminal) as bar:
         task = bar.add_task("", total=len(jobs))
         for src, dst in jobs:
             bar.update(task, description=src.name)

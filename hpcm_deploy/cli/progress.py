@@ -23,7 +23,8 @@ class StageBar:
     def __init__(self, what: str) -> None:
         self.console = Console(stderr=True)
         self._progress = Progress(TextColumn(f"{what} {{task.description}}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=self.console, transient=True)
+                                  TimeElapsedColumn(), console=self.console, transient=True,
+                                  disable=not self.console.is_terminal)  # a log file gets no bar (nor a blank line)
         self._task = None
         self._verbose = verbose()
 
