@@ -37,7 +37,7 @@ def readme_commands(text: str) -> list[str]:
     """The commands of the README's ```bash blocks, continuation lines joined, comment-only lines dropped."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        joined = re.sub(r"\\\n\s*", " ", block)
+        joined = re.sub(r"\s*\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
