@@ -137,6 +137,7 @@ GPU_VERBS = [
     ["decompress", "s.hpcm", "-o", "s.png", "--backend", "torch", "--device", "cuda:0"],
     ["bench", "--device", "cuda"],
     ["bench", "--backend", "torch@cuda"],
+    ["bench", "--backend", "tensorrt"],
     ["eval", "a.png", "--backend", "torch", "--device", "cuda"],
     ["verify", "no-export", "--backend", "torch", "--device", "cuda"],
     ["serve", "--backend", "torch", "--device", "cuda"],

@@ -21,7 +21,8 @@ from .progress import demo_export, print_table
 @click.option("--size", default="512x768", show_default=True, help="Image size HxW (512x768 is a 768x512 photo).")
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs after warm-up.")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", help="Device of the reference model and of every --backend without its own @DEVICE "
+              "(default: cpu; each backend's own default, cuda for tensorrt).")
 @click.option("--json", "as_json", is_flag=True)
 def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> None:
     """Time each stage, whole encode/decode and the host part per backend, against the PyTorch reference."""
@@ -30,11 +31,14 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
 
     hw = parse_size(size)
     check_runnable("torch", device)  # the reference model runs there
+    specs = []
     for spec in backends or ("onnxruntime", "torch"):
         name, dev, _ = parse_backend_spec(spec, device)  # every spec checked before anything is timed
         check_runnable(name, dev)
+        specs.append(spec if "@" in spec or device is not None or dev == "cpu" else f"{spec}@{dev}")
+    device = device or "cpu"
     console = Console(stderr=True)
-    result = bench(resolve_export(export_dir), list(backends) or ["onnxruntime", "torch"], hw,
+    result = bench(resolve_export(export_dir), specs, hw,
                    repeat, warmup, device, progress=lambda n: console.print(f"  timing {n}"))
     if as_json:
         click.echo(json.dumps(result, indent=2))
