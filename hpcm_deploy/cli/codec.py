@@ -37,8 +37,9 @@ def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: 
     elif out_path.suffix and not out_path.is_dir():
         # several inputs (or a folder) make one output each, in a folder: a name like single.hpcm would silently
         # become a folder of that name
-        raise InputError(f"{len(files)} input files need an output folder, and {out} looks like a file name; give "
-                         f"a folder (-o {out_path.with_suffix('')}/) or one input file")
+        what = f"{len(files)} input files need" if len(files) > 1 else f"a folder input ({inputs[0]}) needs"
+        raise InputError(f"{what} an output folder, and {out} looks like a file name; give a folder "
+                         f"(-o {out_path.with_suffix('')}/) or one input file")
     else:
         if out_path.exists() and not out_path.is_dir():
             raise InputError(f"{out} is a file, not a folder: several inputs need an output folder")
