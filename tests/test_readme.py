@@ -82,6 +82,7 @@ def test_readme_commands_run_as_written(tmp_path):
         run = subprocess.run(["bash", "-c", "set -o pipefail; " + command], cwd=tmp_path, capture_output=True,
                              text=True, env=env, timeout=1800)
         ran += 1
+        print(f"{'ok  ' if run.returncode == 0 else 'FAIL'} {command}", flush=True)  # a long sweep shows where it is
         if run.returncode != 0:
             failures.append(f"{command}\n  exit {run.returncode}: {run.stderr.strip()[-600:]}")
     print(f"ran {ran} README commands, skipped {len(skipped)}:\n  " + "\n  ".join(skipped))
