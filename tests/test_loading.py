@@ -90,8 +90,12 @@ def test_unreadable_files(tmp_path):
         hd.load_model("tiny-base", tmp_path / "nope.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(hd.CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(hd.CheckpointError, match="junk.pth is not a PyTorch checkpoint .*starts with b'this'"):
         hd.load_model("tiny-base", junk)
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"PK\x03\x04 a zip archive cut short")
+    with pytest.raises(hd.CheckpointError, match="cannot read checkpoint"):
+        hd.load_model("tiny-base", broken)
 
 
 def test_own_checkpoint_carries_its_config(tmp_path):

@@ -183,8 +183,12 @@ def test_bad_inputs_are_triton_errors_with_the_codec_message_and_serving_goes_on
     picture = _pictures([(64, 96)], seed=5)[0]
     stream = codec.compress(Image.open(io.BytesIO(picture)))
     with _client(server.url, "compress") as c:
-        with pytest.raises(PyTritonClientInferenceServerError, match="not a readable image"):
+        with pytest.raises(PyTritonClientInferenceServerError, match="not a readable image") as refused:
             c.infer_sample(image=np.array([b"this is not an image"], dtype=object))
+        # the codec's one line, not this server's traceback (PyTriton's stub adds a few lines of its own)
+        message = str(refused.value)
+        assert "hpcm_deploy.InputError: not a readable image: 20 bytes" in message
+        assert "hpcm_deploy/" not in message and len(message.strip().splitlines()) < 12, message
         assert c.infer_sample(image=np.array([picture], dtype=object))["stream"][0] == stream
     damaged = stream[:40] + bytes([stream[40] ^ 0xFF]) + stream[41:]
     with _client(server.url, "decompress") as c:
@@ -376,6 +380,24 @@ def test_bulk_decompress_reports_a_corrupted_stream(tmp_path, tiny_phase2_export
     for i, s in enumerate(streams):
         assert np.array_equal(np.asarray(Image.open(out / f"s{i}.png")), codec.decompress(s, kind="numpy"))
     assert sorted(p.name for p in out.iterdir()) == ["s0.png", "s1.png", "s2.png"]
+
+
+def test_bulk_refuses_a_cluster_that_does_not_answer_in_one_line(tmp_path):
+    pytest.importorskip("ray.data", reason="Ray Data is an optional extra: pip install -e '.[ray]'")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.hpcm").write_bytes(b"stream")
+    before = (src / "a.hpcm").stat().st_mtime_ns
+    with socket.socket() as s:  # a port that refuses connections: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run([*CLI, "bulk", "decompress", str(src), str(tmp_path / "out"), "--address",
+                          f"ray://127.0.0.1:{port}"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: cannot reach the Ray cluster at ray://127.0.0.1:{port} (connection refused)")
+    assert not (tmp_path / "out").exists() and (src / "a.hpcm").stat().st_mtime_ns == before
 
 
 def test_bulk_worker_reports_files_that_vanished_or_became_unreadable_and_codes_the_rest(tmp_path,

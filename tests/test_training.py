@@ -79,3 +79,22 @@ def test_an_ablation_starts_from_weights_that_differ_only_in_banks(tmp_path):
     assert all(torch.equal(phase2.state_dict()[k], v) for k, v in banks_before.items())
     with pytest.raises(CheckpointError, match="no such file"):
         resolve_init(tmp_path / "missing.pt")
+
+
+def test_the_command_shows_progress_and_says_resumed_as_news(tmp_path):
+    """Not a terminal (as here): a plain line per 100 steps and at the end, with loss, PSNR, bpp and the time
+    left; a resumed run says so in a plain line, not as a WARNING."""
+    from click.testing import CliRunner
+
+    from hpcm_deploy.cli import main
+
+    args = ["train", "--preset", "tiny-base", "--batch", "1", "--out", str(tmp_path / "run")]
+    first = CliRunner().invoke(main, [*args, "--steps", "1"])
+    assert first.exit_code == 0, first.output
+    line = first.stderr.strip().splitlines()[-1]
+    assert line.startswith("step 1/1  loss ") and " dB " in line and " bpp" in line and "h left" in line
+    assert first.stdout.strip() == f"wrote {tmp_path / 'run' / 'model.pt'}"
+    second = CliRunner().invoke(main, [*args, "--steps", "2"])
+    assert second.exit_code == 0, second.output
+    assert second.stderr.splitlines()[0].startswith(f"resumed {tmp_path / 'run'} at step 1 (")
+    assert "WARNING" not in second.stderr and second.stderr.strip().splitlines()[-1].startswith("step 2/2  loss ")

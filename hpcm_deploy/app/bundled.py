@@ -56,9 +56,11 @@ def default_export_dir(base: bool = False) -> Path:
 
 
 def default_export(root: str | os.PathLike | None = None, progress: Callable[[str, float], None] | None = None,
-                   jobs: int | None = None, base: bool = False) -> Path:
+                   jobs: int | None = None, base: bool = False,
+                   announce: Callable[[Path, int], None] | None = None) -> Path:
     """The export of the embedded demo model (``base``: of its tiny HPCM-Base twin), made once if missing or
-    stale."""
+    stale. ``announce(root, stages)`` is called once before an export starts (a command line shows its own
+    line and bar then); without it the export is announced as a log warning."""
     from ..artifacts.export import Manifest
 
     root = Path(root) if root is not None else default_export_dir(base)
@@ -72,8 +74,13 @@ def default_export(root: str | os.PathLike | None = None, progress: Callable[[st
     from ..exporting.onnx_export import export_model
     from ..models.api import load_model
 
-    log.warning("exporting the embedded demo model to %s (once; about a minute and a half on 2 cores)", root)
     model = load_model(checkpoint=weights, seed=None)
+    if announce is not None:
+        from ..stages import build_program
+
+        announce(root, len(build_program(model.config).stages))
+    else:
+        log.warning("exporting the embedded demo model to %s (once; about a minute and a half on 2 cores)", root)
     export_model(model, root, "demo-base" if base else "demo", jobs=jobs, progress=progress,
                  source=f"embedded {weights.name}", extra={"source_sha256": digest})
     return root

@@ -11,7 +11,25 @@ from ..errors import HPCMError
 
 
 class _Group(click.Group):
-    """Turns the errors a user can cause into one line on stderr and a non-zero exit."""
+    """Turns the errors a user can cause into one line on stderr and a non-zero exit: exit status 1 for what the
+    command refuses, 2 for a command line click cannot parse (instead of click's usage block)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx is not None else "hpcm-deploy"
+            click.echo(f"error: {exc.format_message()} (see {path} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:

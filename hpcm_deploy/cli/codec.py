@@ -18,7 +18,10 @@ from ..config import DEFAULT_MAX_PIXELS
 from ..errors import HPCMError, InputError
 from ..files import write_atomic
 from . import main
-from .options import backend_option, device_option, export_option, parse_memory, resolve_export
+from .options import backend_option, check_runnable, device_option, export_option, parse_memory, resolve_export
+from .progress import print_table
+
+TOTAL_STEPS = 11  # coding steps of a full decode (scale 1: 2, scale 2: 3, scale 3: 6)
 
 
 def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:
@@ -30,8 +33,36 @@ def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: 
     out_path = Path(out)
     single_file = len(files) == 1 and Path(inputs[0]).is_file() and not out_path.is_dir() and out_path.suffix
     if single_file:
-        return [(files[0][0], out_path)]
-    return [(f, out_path / rel.with_suffix(new_suffix)) for f, rel in files]
+        jobs = [(files[0][0], out_path)]
+    elif out_path.suffix and not out_path.is_dir():
+        # several inputs (or a folder) make one output each, in a folder: a name like single.hpcm would silently
+        # become a folder of that name
+        what = f"{len(files)} input files need" if len(files) > 1 else f"a folder input ({inputs[0]}) needs"
+        raise InputError(f"{what} an output folder, and {out} looks like a file name; give a folder "
+                         f"(-o {out_path.with_suffix('')}/) or one input file")
+    else:
+        if out_path.exists() and not out_path.is_dir():
+            raise InputError(f"{out} is a file, not a folder: several inputs need an output folder")
+        jobs = [(f, out_path / rel.with_suffix(new_suffix)) for f, rel in files]
+    _refuse_overwriting_inputs(jobs)
+    return jobs
+
+
+def _refuse_overwriting_inputs(jobs: list[tuple[Path, Path]]) -> None:
+    """An output that is one of the inputs (the same path, or the same file through a link) would replace that
+    input with its own stream or image: refused before anything is read or written."""
+    def identity(path: Path):
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    inputs = {identity(src): src for src, _ in jobs}
+    for _, dst in jobs:
+        same = inputs.get(identity(dst)) if dst.exists() else None
+        if same is not None:
+            raise InputError(f"the output {dst} is the input {same}: it would be overwritten; choose another -o")
 
 
 def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[str, Any]], verb: str,
@@ -39,7 +70,8 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
     console = Console(stderr=True)
     summary, failures = [], 0
     with Progress(TextColumn(f"{verb} {{task.description}}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True, disable=len(jobs) < 2) as bar:
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=len(jobs) < 2 or not console.is_terminal) as bar:
         task = bar.add_task("", total=len(jobs))
         for src, dst in jobs:
             bar.update(task, description=src.name)
@@ -47,7 +79,8 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
                 summary.append({"input": str(src), "output": str(dst), **work(src, dst)})
             except HPCMError as exc:
                 failures += 1
-                bar.console.print(f"error: {src}: {exc}", markup=False, highlight=False, soft_wrap=True)
+                where = "" if str(src) in str(exc) else f"{src}: "  # the message may name the file already
+                bar.console.print(f"error: {where}{exc}", markup=False, highlight=False, soft_wrap=True)
                 if len(jobs) == 1:
                     raise SystemExit(1) from None
             bar.advance(task)
@@ -56,6 +89,8 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
     else:
         for row in summary:
             extra = f"  {row['bpp']:.4f} bpp" if "bpp" in row else ""
+            if row.get("steps", TOTAL_STEPS) < TOTAL_STEPS:  # a preview or a truncated stream
+                extra += f", {row['steps']} of {TOTAL_STEPS} coding steps decoded"
             click.echo(f"{row['input']} -> {row['output']}{extra}")
     if failures:
         raise SystemExit(1)
@@ -66,7 +101,9 @@ def _write(dst: Path, data) -> None:
     try:
         write_atomic(dst, data)
     except OSError as exc:
-        raise HPCMError(f"cannot write {dst} ({exc.strerror or exc})") from None
+        blocker = next((p for p in dst.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
+        raise HPCMError(f"cannot write {dst} ({reason})") from None
 
 
 def _codec(export: str | None, backend: str, device: str, engines: str | None, max_pixels: int, memory: str,
@@ -79,6 +116,7 @@ def _codec(export: str | None, backend: str, device: str, engines: str | None, m
     parse_alpha(alpha)
     if engines is not None and backend != "tensorrt":
         raise InputError("--engines is for --backend tensorrt")
+    check_runnable(backend, device)
     extra = {"engines": engines} if engines is not None else {}
     return Codec(resolve_export(export), backend=backend, device=device, margins=margins,
                  max_pixels=max_pixels or None, memory=parse_memory(memory), legacy_streams=legacy, alpha=alpha,
@@ -206,9 +244,7 @@ def demo(export_dir, image, no_anchors, compare_png, as_json) -> None:
 
     if compare_png and image and Path(compare_png).resolve() == Path(image).resolve():
         raise InputError(f"--compare {compare_png} is the input image; choose another file")
-    console = Console(stderr=True)
-    report = run_demo(export_dir, image, progress=lambda s, sec: console.print(f"  exported {s} ({sec:.1f} s)"),
-                      anchors=not no_anchors)
+    report = run_demo(resolve_export(export_dir), image, anchors=not no_anchors)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -217,14 +253,14 @@ def demo(export_dir, image, no_anchors, compare_png, as_json) -> None:
         from ..app.demo import write_comparison
 
         shown = write_comparison(report.image, compare_png)
-        console.print(f"wrote {compare_png}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in shown["psnr"].items())
-                      + f" at <= {shown['bpp']:.4f} bpp")
+        click.echo(f"wrote {compare_png}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in shown["psnr"].items())
+                   + f" at <= {shown['bpp']:.4f} bpp", err=True)
     if not report.ok:
         raise SystemExit(1)
 
 
 def _print_demo(r) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"[bold]{Path(r.image).name}[/] {r.width}x{r.height} with {r.export} on onnxruntime (CPU)")
     console.print(f"  {r.bytes} bytes, {r.bpp:.4f} bpp, PSNR {r.psnr:.2f} dB")
     names = {"jpeg": "JPEG (4:2:0, optimised)", "webp": "WebP (method 6)", "avif": "AVIF (speed 4)"}
@@ -248,4 +284,4 @@ def _print_demo(r) -> None:
     for phase in ("network", "entropy", "transfer", "host"):
         table.add_row(f"[italic]{phase}[/]", f"{1000 * r.encode_phases.get(phase, 0):.1f}",
                       f"{1000 * r.decode_phases.get(phase, 0):.1f}")
-    console.print(table)
+    print_table(table)

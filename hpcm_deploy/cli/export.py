@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..config import PRESETS
 from ..errors import ConfigError, ExportError
 from . import main
-from .options import backend_option, device_option, parse_overrides, parse_size, set_option
+from .options import backend_option, check_runnable, device_option, parse_overrides, parse_size, set_option
+from .progress import StageBar, print_table
 
 
 @main.command("export")
@@ -47,7 +47,6 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precisi
     model = load_model(preset, checkpoint, seed=seed, **parse_overrides(overrides))
     name = Path(checkpoint).stem if checkpoint else str(preset)
     target = Path(out) if out else Path("export") / name
-    console = Console(stderr=True)
     checked = []
 
     def run_check(manifest) -> None:
@@ -57,15 +56,9 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precisi
             if not checked[-1].ok:
                 raise ExportError(f"{checked[-1].summary()}; nothing was written to {target}")
 
-    with Progress(TextColumn("exporting {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(name, total=len(build_program(model.config).stages))
-
-        def done(stage: str, seconds: float) -> None:
-            bar.console.print(f"  {stage:10s} {seconds:6.1f} s")
-            bar.advance(task)
-
-        export_model(model, target, name, opset=opset, batch=batch, jobs=jobs, progress=done,
+    with StageBar("exporting") as bar:
+        bar.start(len(build_program(model.config).stages))
+        export_model(model, target, name, opset=opset, batch=batch, jobs=jobs, progress=bar.done,
                      source=str(checkpoint or f"preset {preset} (seed {seed})"), precision=precision,
                      check=run_check)
     from ..artifacts.export import Manifest
@@ -99,6 +92,7 @@ def verify(export_dir, backend, device, sizes, batch, random_images, lint, as_js
     from ..backends import open_backend
     from ..checks.verify import DEFAULT_SIZES, random_sizes, verify_export
 
+    check_runnable(backend, device)
     manifest = Manifest.load(export_dir)
     chosen = [parse_size(s, padded=True) for s in sizes] or list(DEFAULT_SIZES)
     # Polygraphy prints some notices with print(); keep them off a JSON report's stdout
@@ -114,7 +108,7 @@ def verify(export_dir, backend, device, sizes, batch, random_images, lint, as_js
 
 
 def _print_report(report) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)
     table = Table(title=f"stages: {report.backend} vs PyTorch (worst over outputs and sizes)")
     for col in ("stage", "outputs", "max abs", "max rel", "ok"):
         table.add_column(col)
@@ -124,7 +118,7 @@ def _print_report(report) -> None:
     for stage, rows in by_stage.items():
         table.add_row(stage, str(len({r.output for r in rows})), f"{max(r.max_abs for r in rows):.2e}",
                       f"{max(r.max_rel for r in rows):.2e}", "yes" if all(r.ok for r in rows) else "NO")
-    console.print(table)
+    print_table(table)
     streams = Table(title="whole images: symbols and streams vs PyTorch stages")
     for col in ("size", "same streams", "differing symbols", "first difference", "own round trip",
                 "largest scale error / margin", "signalled, decoded across"):
@@ -133,7 +127,7 @@ def _print_report(report) -> None:
         streams.add_row(f"{s.size[0]}x{s.size[1]}", "yes" if s.same_streams else "NO", str(s.differing_symbols),
                         str(s.first_difference or "-"), "exact" if s.decode_exact else "NOT EXACT",
                         f"{s.largest_scale_error:.1e} / {s.margin:.0e}", "exact" if s.cross_exact else "NOT EXACT")
-    console.print(streams)
+    print_table(streams)
     compat = Table(title="TensorRT compatibility (static check)")
     for col in ("graph", "opset", "nodes", "errors", "warnings"):
         compat.add_column(col)
@@ -141,7 +135,7 @@ def _print_report(report) -> None:
         errors = [f"{f.op}: {f.message}" for f in g.findings if f.severity == "error"]
         warnings = [f for f in g.findings if f.severity == "warning"]
         compat.add_row(g.graph, str(g.opset), str(g.nodes), "; ".join(errors) or "0", str(len(warnings)))
-    console.print(compat)
+    print_table(compat)
     if report.lint:
         failed = [g for g, ok in report.lint.items() if not ok]
         console.print(f"polygraphy check lint: {len(report.lint) - len(failed)}/{len(report.lint)} graphs pass"

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import main
-from .options import backend_option, device_option, parse_size, resolve_export
+from .options import backend_option, check_runnable, device_option, parse_size, resolve_export
+from .progress import demo_export, print_table
 
 
 @main.command("bench")
@@ -18,19 +19,26 @@ from .options import backend_option, device_option, parse_size, resolve_export
               help="Backend to time (repeatable; default: onnxruntime and torch): onnxruntime, torch or tensorrt, "
                    "e.g. tensorrt:fp16@cuda.")
 @click.option("--size", default="512x768", show_default=True, help="Image size HxW (512x768 is a 768x512 photo).")
-@click.option("--repeat", type=int, default=5, show_default=True, help="Timed runs after warm-up.")
-@click.option("--warmup", type=int, default=1, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs after warm-up.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--device", help="Device of the reference model and of every --backend without its own @DEVICE "
+              "(default: cpu; each backend's own default, cuda for tensorrt).")
 @click.option("--json", "as_json", is_flag=True)
 def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> None:
     """Time each stage, whole encode/decode and the host part per backend, against the PyTorch reference."""
     from ..backends import parse_backend_spec
     from ..evaluation.bench import bench
 
-    for spec in backends:
-        parse_backend_spec(spec, device)  # every spec checked before anything is timed
+    hw = parse_size(size)
+    check_runnable("torch", device)  # the reference model runs there
+    specs = []
+    for spec in backends or ("onnxruntime", "torch"):
+        name, dev, _ = parse_backend_spec(spec, device)  # every spec checked before anything is timed
+        check_runnable(name, dev)
+        specs.append(spec if "@" in spec or device is not None or dev == "cpu" else f"{spec}@{dev}")
+    device = device or "cpu"
     console = Console(stderr=True)
-    result = bench(resolve_export(export_dir), list(backends) or ["onnxruntime", "torch"], parse_size(size),
+    result = bench(resolve_export(export_dir), specs, hw,
                    repeat, warmup, device, progress=lambda n: console.print(f"  timing {n}"))
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -49,7 +57,7 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
                       f"{h['encode_outside_stages']['median']:.3f} / {h['decode_outside_stages']['median']:.3f}",
                       f"{1000 * h['encode_entropy']['median']:.1f} / {1000 * h['decode_entropy']['median']:.1f}",
                       f"{b['peak_mb']:.0f}", f"{b['open_seconds']:.2f} / {b['open_mb']:.0f}")
-    Console().print(table)
+    print_table(table)
     stages = Table(title="per stage, median ms (encode / decode)")
     stages.add_column("stage")
     for b in result["backends"]:
@@ -61,7 +69,7 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
             e, d = b["encode_stages"].get(s), b["decode_stages"].get(s)
             cells.append(" / ".join(f"{1000 * v['median']:.1f}" if v else "-" for v in (e, d)))
         stages.add_row(s, *cells)
-    Console().print(stages)
+    print_table(stages)
 
 
 @main.command("eval")
@@ -83,11 +91,11 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
 def eval_cmd(images, exports, labels, heldout, anchors, jpeg, progressive, backend, device, plot, as_json) -> None:
     """Bits per pixel (from the real streams, per scale and per step), PSNR and MS-SSIM per image and mean;
     RD curves and BD-rates between labelled exports and against JPEG, WebP and AVIF."""
-    from ..app.bundled import default_export
     from ..errors import InputError
     from ..evaluation.evaluate import bd_rates, evaluate, load_images, mean_anchor_curve, plot_rd
     from ..evaluation.metrics import available_anchors
 
+    check_runnable(backend, device)
     chosen = available_anchors() if "all" in anchors else list(dict.fromkeys([*anchors, *(["jpeg"] if jpeg else [])]))
     missing = [a for a in chosen if a not in available_anchors()]
     if missing:
@@ -101,7 +109,7 @@ def eval_cmd(images, exports, labels, heldout, anchors, jpeg, progressive, backe
             raise InputError("give one --label per --export")
         pairs = list(zip(exports, labels or exports))
     else:  # the two embedded demo models: Phase 2 against its HPCM-Base twin
-        pairs = [(str(default_export()), "demo tiny-phase2"), (str(default_export(base=True)), "demo tiny-base")]
+        pairs = [(str(demo_export()), "demo tiny-phase2"), (str(demo_export(base=True)), "demo tiny-base")]
     console = Console(stderr=True)
     results = evaluate(pairs, pics, backend, device, tuple(chosen),
                        progress=lambda lab, n: console.print(f"  {lab}: {n}"))
@@ -134,13 +142,25 @@ def eval_cmd(images, exports, labels, heldout, anchors, jpeg, progressive, backe
                          f"{sc['s1']:.3f}/{sc['s2']:.3f}/{sc['s3']:.3f}/{sc['z']:.3f}",
                          *("-" if row.anchors.get(a) is None else f"{row.anchors[a]:.2f}" for a in chosen))
             table.add_row(r.label, *cells)
-    Console().print(table)
+    print_table(table)
     for k, v in bd.items():
         click.echo(f"BD-rate {k}: " + ("n/a (PSNR ranges do not overlap)" if v is None else f"{v:+.2f} %"))
+    if not bd:
+        click.echo(_why_no_bd_rate(results))
     if previews:
         _print_previews(previews, pairs[0][1])
     if plot:
         click.echo(f"wrote {plot}")
+
+
+def _why_no_bd_rate(results) -> str:
+    """Why no BD-rate was printed: every curve needs two or more rate points (exports sharing a --label)."""
+    from ..evaluation.evaluate import rd_curves
+
+    short = [label for label, points in rd_curves(results).items() if len(points) < 2]
+    return (f"BD-rate: none ({', '.join(short)} {'has' if len(short) == 1 else 'have'} one rate point each; a "
+            "BD-rate compares curves of two or more: give several --export of one model at different rates with "
+            "the same --label)")
 
 
 def _previews(export: str, pics: dict, backend: str, device: str | None) -> dict[str, list[dict]]:
@@ -160,7 +180,7 @@ def _print_previews(previews: dict[str, list[dict]], label: str) -> None:
         table.add_column(f"{k} step{'s' if k > 1 else ''}", justify="right")
     for name, points in previews.items():
         table.add_row(name, *(f"{p['bytes']} / {p['psnr']:.2f} / {p['seconds']:.2f}" for p in points))
-    Console().print(table)
+    print_table(table)
 
 
 @main.command("precision-cost")

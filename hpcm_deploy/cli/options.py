@@ -9,7 +9,7 @@ import click
 
 from ..backends import BACKENDS
 from ..config import HPCMConfig
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
@@ -47,6 +47,8 @@ def parse_size(text: str, padded: bool = False) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"bad size {text!r}: expected HxW, e.g. 512x768") from None
+    if h < 1 or w < 1:
+        raise ConfigError(f"bad size {text!r}: height and width must be at least 1")
     if padded:
         from ..artifacts.shapes import check_padded
 
@@ -81,13 +83,38 @@ def parse_workspace(text: str) -> int:
     return parse_bytes(text, "workspace")
 
 
-def resolve_export(export_dir: str | None, progress=None) -> str:
+def check_runnable(backend: str, device: str | None) -> str:
+    """The device ``backend`` runs on, refused in one line before any work when this machine cannot run it: a
+    CUDA device without a visible GPU (torch would fail deep inside with a long traceback), a GPU index it does
+    not have, or TensorRT that is not installed."""
+    from ..backends import check_device
+
+    resolved = check_device(backend, device)
+    base, sep, index = resolved.partition(":")
+    if base in ("cuda", "tensorrt"):  # onnxruntime's "tensorrt" device runs on a GPU too
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendError(f"--device {resolved}: no CUDA GPU is visible on this machine "
+                               "(torch.cuda.is_available() is False); use --device cpu")
+        if sep:
+            from ..backends.trt_lib import check_device_index
+
+            check_device_index(int(index), torch.cuda.device_count())
+    if backend == "tensorrt":
+        from ..backends.trt_lib import import_tensorrt
+
+        import_tensorrt()
+    return resolved
+
+
+def resolve_export(export_dir: str | None) -> str:
     """The export a verb runs: the given folder, or the embedded demo model's (exported on first use)."""
     if export_dir:
         return export_dir
-    from ..app.bundled import default_export
+    from .progress import demo_export
 
-    return str(default_export(progress=progress))
+    return str(demo_export())
 
 
 export_option = click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export directory "

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import main
-from .options import backend_option, device_option, export_option, resolve_export
+from .options import backend_option, check_runnable, device_option, export_option, resolve_export
 
 
 @main.command()
@@ -32,6 +32,7 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
     from ..codec import Codec
     from ..serving.triton import CodecServer
 
+    check_runnable(backend, device)
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     if not verbose:
         # PyTriton logs every refused input with a full traceback; the server logs one line instead.
@@ -79,13 +80,16 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
 def bulk(verb, input_dir, output_dir, export_dir, backend, device, workers, gpus_per_worker, cpus_per_worker,
          batch_size, address, object_store_mb, as_json) -> None:
     """Compress (images -> .hpcm) or decompress (.hpcm -> PNG) a folder with Ray Data, keeping its structure."""
-    from ..serving.bulk import plan, run_bulk
+    from ..serving.bulk import check_job, plan, quiet_native_stderr, run_bulk
 
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    check_job(backend, device, workers, batch_size, gpus_per_worker, cpus_per_worker, address)
     jobs = plan(verb, input_dir, output_dir)
+    export = resolve_export(export_dir)
     console = Console(stderr=True)
-    with Progress(TextColumn(f"{verb} {{task.description}}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with quiet_native_stderr(not verbose), \
+            Progress(TextColumn(f"{verb} {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+                     TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("(starting Ray)", total=len(jobs))
 
         def progress(item) -> None:
@@ -94,7 +98,7 @@ def bulk(verb, input_dir, output_dir, export_dir, backend, device, workers, gpus
                                   soft_wrap=True)
             bar.update(task, advance=1, description=item.source.name)
 
-        report = run_bulk(verb, jobs, resolve_export(export_dir), progress, backend=backend, device=device,
+        report = run_bulk(verb, jobs, export, progress, backend=backend, device=device,
                           workers=workers,
                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_size=batch_size,
                           address=address, object_store_memory=object_store_mb * 1024**2 if object_store_mb else None,

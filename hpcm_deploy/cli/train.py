@@ -42,7 +42,9 @@ def train_cmd(preset, lmbda, steps, batch, crop, lr, lr_drop_at, seed, threads, 
     settings = TrainSettings(preset=preset, lmbda=lmbda, steps=steps, batch=batch, crop=crop, lr=lr,
                              lr_final=lr / 5, lr_drop_at=lr_drop_at, seed=seed, threads=threads,
                              overrides=tuple(sorted(parse_overrides(overrides).items())))
-    weights = train(out, settings, resume=not no_resume, init=resolve_init(init) if init else None)
+    start = resolve_init(init) if init else None
+    with TrainBar(steps) as bar:
+        weights = train(out, settings, resume=not no_resume, init=start, progress=bar.update, notice=bar.say)
     click.echo(f"wrote {weights}")
 
 
@@ -58,3 +60,54 @@ def resolve_init(init: str | os.PathLike) -> Path:
         raise CheckpointError(f"--init {init}: no such file (or use {' / '.join(INIT_NAMES)}, the embedded "
                               "demo models)")
     return path
+
+
+class TrainBar:
+    """One bar for a training run: step, loss, PSNR and bpp (means of the last 20 steps) and the time left. When
+    stderr is not a terminal (a log file), one plain line every 100 steps instead. Off with -v, which prints the
+    log's lines."""
+
+    WINDOW, PLAIN_EVERY = 20, 100
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from .progress import verbose
+
+        self.total = total
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal and not verbose()
+        self.plain = not self.console.is_terminal and not verbose()
+        self._bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}"),
+                             TextColumn("left"), TimeRemainingColumn(), console=self.console, transient=True,
+                             disable=not self.live)
+        self._task = self._bar.add_task("", total=total)
+        self._recent: list[dict[str, float]] = []
+        self._start_step, self._started = 0, 0.0
+
+    def __enter__(self) -> TrainBar:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def say(self, text: str) -> None:
+        self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def update(self, step: int, stats: dict[str, float]) -> None:
+        import time
+
+        if not stats:  # the step the run starts at
+            self._start_step, self._started = step, time.monotonic()
+            self._bar.update(self._task, completed=step)
+            return
+        self._recent = [*self._recent[-(self.WINDOW - 1):], stats]
+        mean = {k: sum(r[k] for r in self._recent) / len(self._recent) for k in ("loss", "bpp", "psnr")}
+        text = f"loss {mean['loss']:.4f}  PSNR {mean['psnr']:.2f} dB  {mean['bpp']:.4f} bpp"
+        self._bar.update(self._task, completed=step, description=text)
+        if self.plain and (step % self.PLAIN_EVERY == 0 or step == self.total):
+            done = step - self._start_step
+            left = (time.monotonic() - self._started) / done * (self.total - step) if done else 0.0
+            self.say(f"step {step}/{self.total}  {text}  ({left / 3600:.1f} h left)")

@@ -45,6 +45,11 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise CheckpointError(f"checkpoint not found: {path}")
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, before 1.6, a pickle)
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle; "
+                                  f"this file starts with {head!r})")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint

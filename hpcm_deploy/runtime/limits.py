@@ -83,8 +83,9 @@ def estimate_coding_bytes(config: HPCMConfig, height: int, width: int, batch: in
 def size_problem(height: int, width: int, max_pixels: int | None, what: str) -> str | None:
     """Why an image of this size is refused (None: it is not). ``what``: "image" or "stream"."""
     if max_pixels and height * width > max_pixels:
-        size = f"{width}x{height} image ({_mp(height * width)})"
-        subject = f"the stream announces a {size}" if what == "stream" else f"the image is a {size}"
+        size = f"{width}x{height}"
+        subject = (f"the stream announces a {size} image" if what == "stream" else f"the image is {size}") + \
+            f" ({_mp(height * width)})"
         return (f"{subject}, more than the limit of {_mp(max_pixels)}; raise it with --max-pixels "
                 "(Codec(max_pixels=...))")
     return None

@@ -11,10 +11,12 @@ paths (a shared file system).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,12 @@ def read_input(path: str | os.PathLike) -> bytes | InputError:
         return InputError(f"cannot read the file ({exc.strerror or exc})")
 
 
+#: How long the address of ``--address`` may take to accept a connection before the job is refused.
+CONNECT_TIMEOUT_S = 5.0
+#: Seconds of each of Ray Client's 3 attempts to reach a ``ray://`` cluster (Ray's own: 5, 10 and 15 s).
+CLIENT_ATTEMPT_S = 5
+
+
 def _start_ray(address: str | None, workers: int, cpus_per_worker: float, object_store_memory: int | None,
                verbose: bool) -> bool:
     """Connect to ``address`` or start a local Ray; True when this call started it (and must stop it)."""
@@ -122,7 +130,17 @@ def _start_ray(address: str | None, workers: int, cpus_per_worker: float, object
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=verbose)
+        _probe(address)
+        start = time.monotonic()
+        try:
+            with warnings.catch_warnings():
+                if not verbose:  # Ray Client's own multi-line timeout warning; the error below says it in one
+                    warnings.simplefilter("ignore")
+                ray.init(address=address, log_to_driver=verbose)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, grpc errors...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"cannot join the Ray cluster at {address} ({first}, after "
+                               f"{time.monotonic() - start:.0f} s)") from None
         return True
     # Logical CPUs: one per worker and one for the read tasks, even on a smaller machine, so that the readers are
     # never starved by the actors (Ray only books CPUs, it does not pin them).
@@ -130,6 +148,36 @@ def _start_ray(address: str | None, workers: int, cpus_per_worker: float, object
     ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory,
              log_to_driver=verbose, configure_logging=verbose)
     return True
+
+
+def _probe(address: str) -> None:
+    """Refuse at once (within :data:`CONNECT_TIMEOUT_S`) a cluster address nothing answers on, instead of Ray's
+    retries and traceback."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" or a form Ray resolves itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = (f"no answer within {CONNECT_TIMEOUT_S:.0f} s" if isinstance(exc, TimeoutError) else
+                  (exc.strerror or type(exc).__name__).lower())
+        raise BackendError(f"cannot reach the Ray cluster at {address} ({reason}); is it running, and is the address "
+                           "right?") from None
+
+
+def _check_gpus(ray, address: str | None, gpus_per_worker: float) -> None:
+    """Ray waits forever for GPUs that do not exist: refuse ``gpus_per_worker`` the cluster cannot give."""
+    if not gpus_per_worker:
+        return
+    have = float(ray.cluster_resources().get("GPU", 0))
+    if have < gpus_per_worker:
+        where = f"the Ray cluster at {address}" if address else "this machine"
+        raise BackendError(f"--gpus-per-worker {gpus_per_worker:g}: {where} has {have:g} GPUs, so the workers "
+                           "would wait for one forever")
 
 
 def _check_arguments(workers: int, batch_size: int, gpus_per_worker: float, cpus_per_worker: float,
@@ -144,8 +192,64 @@ def _check_arguments(workers: int, batch_size: int, gpus_per_worker: float, cpus
         raise ConfigError(f"--device {device} needs --gpus-per-worker > 0, so that Ray gives each worker a GPU")
 
 
+@contextlib.contextmanager
+def quiet_native_stderr(quiet: bool = True) -> Iterator[None]:
+    """Ray's C++ core worker writes its notices (such as "constructor arguments in the object store and
+    max_restarts > 0" for every actor pool) straight to file descriptor 2, which no Python setting reaches. While
+    the block runs, descriptor 2 goes to /dev/null and Python's own stderr (the progress bar, the log, error
+    lines) to a copy of the real one. Real failures still come back as Python exceptions."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    copy = open(saved, "w", buffering=1, encoding=getattr(python_stderr, "encoding", None) or "utf-8",
+                errors="backslashreplace", closefd=False)
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and h.stream is python_stderr]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = copy
+    for h in handlers:
+        h.setStream(copy)
+    try:
+        yield
+    finally:
+        copy.flush()
+        sys.stderr = python_stderr
+        for h in handlers:
+            h.setStream(python_stderr)
+        os.dup2(saved, 2)
+        os.close(saved)
+        copy.close()
+
+
+def check_job(backend: str, device: str, workers: int, batch_size: int, gpus_per_worker: float,
+              cpus_per_worker: float, address: str | None) -> None:
+    """Everything about a job that can be refused before Ray starts: the numbers, the backend's device, and GPUs
+    asked of a local Ray on a machine without one (Ray would wait for them forever). A cluster's GPUs are
+    counted once it is joined."""
+    from ..backends import check_device
+
+    _check_arguments(workers, batch_size, gpus_per_worker, cpus_per_worker, device)
+    check_device(backend, device)
+    if address is None and (gpus_per_worker or device != "cpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendError(f"--device {device} --gpus-per-worker {gpus_per_worker:g}: this machine has no CUDA "
+                               "GPU (torch.cuda.is_available() is False), so a local Ray would wait for one forever")
+
+
 def _import_ray(address: str | None, verbose: bool):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports to the outside
+    if address and address.startswith("ray://") and "ray" not in sys.modules:
+        # Ray Client tries 3 times, 5, 10 and 15 s (30 s in all); 5 s each bounds a cluster that does not answer to
+        # 15 s (read when ray is imported)
+        os.environ.setdefault("RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S", str(CLIENT_ATTEMPT_S))
+        os.environ.setdefault("RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S", str(CLIENT_ATTEMPT_S))
     if address is None and "ray" not in sys.modules:
         # A local Ray binds every interface and advertises the machine's address unless it believes clusters are
         # off; this switch (read when ray is imported) keeps all of its servers on 127.0.0.1.
@@ -157,8 +261,11 @@ def _import_ray(address: str | None, verbose: bool):
         raise BackendError(f"Ray Data is not installed ({exc}); install it with: pip install 'hpcm-deploy[ray]'") \
             from None
     if not verbose:
-        # Ray Data sets up its own logger on import; its per-dataset notices would break up the caller's progress.
+        # Ray Data sets up its own logger on import; its per-dataset notices would break up the caller's progress,
+        # as would the token-authentication notice of every new local cluster.
         logging.getLogger("ray.data").setLevel(logging.ERROR)
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+        logging.getLogger("ray.client_builder").setLevel(logging.WARNING)
     return ray
 
 
@@ -182,10 +289,8 @@ def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Pat
     Nothing is written here; :func:`run_bulk` writes. The results come in completion order, not input order.
     """
     from ..artifacts.export import Manifest
-    from ..backends import check_device
 
-    _check_arguments(workers, batch_size, gpus_per_worker, cpus_per_worker, device)
-    check_device(backend, device)
+    check_job(backend, device, workers, batch_size, gpus_per_worker, cpus_per_worker, address)
     options = worker_options(backend, cpus_per_worker)
     export = str(Path(export).resolve())  # actors do not share the driver's working directory
     Manifest.load(export, verify_hashes=False)  # a missing export is the user's error, before Ray starts
@@ -193,6 +298,7 @@ def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Pat
     outputs = {str(src): dst for src, dst in jobs}
     started = _start_ray(address, workers, cpus_per_worker, object_store_memory, verbose)
     try:
+        _check_gpus(ray, address, gpus_per_worker)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the caller shows one bar for the whole job
         ctx.print_on_execution_start = verbose
@@ -246,4 +352,4 @@ def run_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Path
     return report
 
 
-__all__ = ["BulkItem", "BulkReport", "CodecWorker", "iter_bulk", "plan", "run_bulk"]
+__all__ = ["BulkItem", "BulkReport", "CodecWorker", "check_job", "iter_bulk", "plan", "run_bulk"]

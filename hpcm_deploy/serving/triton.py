@@ -186,9 +186,31 @@ class CodecModel:
         if failed is not None:
             r, error = failed
             if len(requests) > 1:  # only if Triton batched requests after all: PyTriton fails them together
-                raise type(error)(f"request {r + 1} of {len(requests)} that Triton batched together failed: {error}")
-            raise error
+                raise for_client(type(error)(f"request {r + 1} of {len(requests)} that Triton batched together "
+                                             f"failed: {error}")) from None
+            raise for_client(error) from None
         return responses
+
+
+class ClientError(HPCMError):
+    """A refusal on its way to a Triton client: only its one line travels. PyTriton sends the client
+    ``traceback.format_exception(None, error, error.__traceback__)``, which for a codec refusal would be some 30
+    lines of this server's stack; this class reads as having no traceback, so the client's message ends in one
+    ``hpcm_deploy.InputError: ...`` line (PyTriton's stub still puts its own few lines of frame before it)."""
+
+    @property  # type: ignore[override]
+    def __traceback__(self):
+        return None
+
+    @__traceback__.setter
+    def __traceback__(self, value) -> None:  # raising sets it; what the client is sent never shows it
+        pass
+
+
+def for_client(error: HPCMError) -> ClientError:
+    """``error`` as the one line a client gets, named by its kind (``hpcm_deploy.BitstreamError: ...``)."""
+    kind = type(type(error).__name__, (ClientError,), {"__module__": "hpcm_deploy"})
+    return kind(str(error))
 
 
 def _request_error(model: str, outcomes: list[Outcome]) -> HPCMError | None:

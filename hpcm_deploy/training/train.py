@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,10 @@ def save_weights(model: HPCM, path: Path, meta: dict) -> None:
 
 
 def _restore(model: HPCM, optimizer: torch.optim.Optimizer, sampler: CropSampler, settings: TrainSettings,
-             ckpt_path: Path, resume: bool, init: str | os.PathLike | None) -> tuple[int, float]:
+             ckpt_path: Path, resume: bool, init: str | os.PathLike | None,
+             notice: Callable[[str], None]) -> tuple[int, float]:
     """Resume from the run's checkpoint (step and seconds trained so far), or start from ``init``'s weights,
-    or from scratch: ``(0, 0.0)``."""
+    or from scratch: ``(0, 0.0)``. ``notice`` tells that the run resumed (news, not a warning)."""
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
         free = ("steps", "threads", "checkpoint_every", "log_every")  # may change when resuming
@@ -79,7 +81,7 @@ def _restore(model: HPCM, optimizer: torch.optim.Optimizer, sampler: CropSampler
         optimizer.load_state_dict(ckpt["optimizer"])
         sampler.set_state(ckpt["sampler"])
         torch.set_rng_state(ckpt["torch_rng"])
-        log.warning("resumed %s at step %d (%.1f h trained)", ckpt_path.parent, ckpt["step"], ckpt["seconds"] / 3600)
+        notice(f"resumed {ckpt_path.parent} at step {ckpt['step']} ({ckpt['seconds'] / 3600:.1f} h trained)")
         if init is not None:
             log.warning("--init %s ignored: the run resumes from its checkpoint", init)
         return ckpt["step"], ckpt["seconds"]
@@ -93,10 +95,13 @@ def _restore(model: HPCM, optimizer: torch.optim.Optimizer, sampler: CropSampler
 
 
 def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = True,
-          init: str | os.PathLike | None = None) -> Path:
+          init: str | os.PathLike | None = None, progress: Callable[[int, dict[str, float]], None] | None = None,
+          notice: Callable[[str], None] | None = None) -> Path:
     """Train (or resume) into ``out_dir``; returns the path of the final weights. ``init``: weights to start
     a new run from (for example the shipped demo model), instead of the seeded initialisation; a run that
-    resumes from its checkpoint ignores it."""
+    resumes from its checkpoint ignores it. ``progress(step, stats)`` is called after every step (step 1 ... and
+    the step's loss, bpp, psnr, ...), and once before the first with the step the run starts at and no stats;
+    ``notice`` receives news such as "resumed at step N" (default: the log, at INFO)."""
     if settings.crop < SIZE_MULTIPLE or settings.crop % SIZE_MULTIPLE:
         raise ConfigError(f"--crop must be a multiple of {SIZE_MULTIPLE} (the model codes whole tiles), "
                           f"got {settings.crop}")
@@ -108,7 +113,9 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sampler = CropSampler(list(bundled_images("train").values()), settings.crop, settings.seed)
     torch.manual_seed(settings.seed)  # the quantisation noise: a run does not depend on what ran before it
-    step, seconds = _restore(model, optimizer, sampler, settings, ckpt_path, resume, init)
+    step, seconds = _restore(model, optimizer, sampler, settings, ckpt_path, resume, init, notice or log.info)
+    if progress is not None:
+        progress(step, {})
     started = time.perf_counter() - seconds
     window: dict[str, float] = {}
     with open(out / LOG, "a") as logf:
@@ -126,8 +133,11 @@ def train(out_dir: str | os.PathLike, settings: TrainSettings, resume: bool = Tr
                 continue
             optimizer.step()
             step += 1
-            for k, v in stats.items():
-                window[k] = window.get(k, 0.0) + float(v.detach())
+            values = {k: float(v.detach()) for k, v in stats.items()}
+            for k, v in values.items():
+                window[k] = window.get(k, 0.0) + v
+            if progress is not None:
+                progress(step, values)
             if step % settings.log_every == 0:
                 _log(logf, window, settings.log_every, step, lr, (time.perf_counter() - started) / 3600)
                 window = {}
