@@ -328,7 +328,7 @@ def test_tensorrt_engines_match_pytorch_and_refuse_sizes_outside(tiny_phase2_exp
     backend = TensorRTBackend.from_export(export, "cuda", options)
     report = verify_export(export, backend, lint=False)
     assert report.ok and report.tolerance.name == "fp32"
-    assert len(backend._graphs) <= 2  # the least recently used graphs were dropped
+    assert len(backend._graphs) <= backend.policy.capacity == 1  # whole buckets kept, 2 graphs < 18 stages
     backend.close()
     codec = hd.Codec(export, backend="tensorrt", engines=str(root))
     assert codec.max_batch == 2

@@ -24,6 +24,8 @@ from ..artifacts.engines import (
     EngineManifest,
     default_engine_dir,
     new_manifest,
+    plan_digest,
+    recorded_onnx_path,
     resolve_precision,
     timing_cache_notice,
     timing_cache_plan,
@@ -89,7 +91,7 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
     profiles = all_profiles(export.program(), sizes)
     trt = import_tensorrt()
     index = resolve_cuda(device)
-    gpu, capability = cuda_device(f"cuda:{index}")
+    gpu, capability = cuda_device(f"cuda:{index}")  # the name is recorded: opening on another model warns
     root = Path(out) if out else default_engine_dir(export, capability, trt.__version__, precision)
     cache_plan = given_cache or timing_cache_plan(None, root)
     if cache_plan.keep is not None:  # before building: a missing folder must not throw a finished build away
@@ -109,8 +111,9 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
             plan_path = work / f"{stage}.plan"
             plan_path.write_bytes(plan)
             data["stages"][stage] = {
-                "plan": plan_path.name, "plan_sha256": sha256_file(plan_path),
-                "onnx": str(onnx_path.relative_to(work)) if onnx_path.is_relative_to(work) else str(onnx_path),
+                "plan": plan_path.name, "plan_sha256": sha256_file(plan_path), "plan_digest": plan_digest(plan_path),
+                # relative to the engine folder: the engines then load from any working directory
+                "onnx": recorded_onnx_path(onnx_path, work if onnx_path.is_relative_to(work) else root),
                 "onnx_sha256": sha256_file(onnx_path),
                 "export_onnx_sha256": export.data["stages"][stage]["sha256"],
                 "tf32": tf32,
