@@ -82,9 +82,9 @@ class CapturePolicy:
 
     def decide(self, bucket: Hashable, stage: str) -> str:
         self.evicted = []
+        self._forget()
         self.uses[bucket] = self.uses.get(bucket, 0) + 1
         self.calls[(bucket, stage)] = self.calls.get((bucket, stage), 0) + 1
-        self._forget()
         if bucket in self.kept:
             self.kept.move_to_end(bucket)
             return "replay"
