@@ -270,3 +270,103 @@ def test_the_tensorrt_backend_module_imports_without_tensorrt():
 
     assert module.CAPTURE_LOCK.acquire(blocking=False)  # one process-wide lock, free when nothing captures
     module.CAPTURE_LOCK.release()
+
+
+# ------------------------------------------------------------------ the device bundle and the GPU check's budget
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _imports(paths) -> set[str]:
+    """Top-level modules imported anywhere in ``paths`` (absolute imports, at module level or inside functions)."""
+    import ast
+    import sys
+
+    found = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "hpcm_deploy"}
+
+
+def test_the_bundle_lists_every_runtime_import_once():
+    bundle = _script("device_bundle")
+    imported = _imports([*(ROOT / "hpcm_deploy").rglob("*.py"), ROOT / "scripts" / "gpu_check.py"])
+    lists = (bundle.DEVICE_HAS, bundle.CARRY, bundle.NOT_CARRIED)
+    unlisted = imported - set().union(*lists)
+    assert not unlisted, f"imported by the project but not in scripts/device_bundle.py: {sorted(unlisted)}"
+    assert set(bundle.CARRY) <= imported  # nothing carried that nothing imports
+    assert not (set(bundle.CARRY) & set(bundle.DEVICE_HAS)) and not (set(bundle.NOT_CARRIED) & set(bundle.CARRY))
+    assert all("==" in r for r in bundle.requirements())  # pinned: the bundle is repeatable
+
+
+def test_the_bundle_checks_its_folder_and_prints_the_run_command(tmp_path, capsys):
+    bundle = _script("device_bundle")
+    command = bundle.download_command(tmp_path, "3.12")
+    assert command[3:6] == ["download", "--no-deps", "--only-binary=:all:"]
+    assert command[command.index("--python-version") + 1] == "3.12" and "manylinux2014_x86_64" in command
+    assert command[-len(bundle.CARRY):] == bundle.requirements()
+    names = {"compressai": "compressai-1.2.8-cp312-cp312-manylinux_2_34_x86_64.whl",
+             "polygraphy": "polygraphy-0.53.6-py3-none-any.whl",
+             "pytorch_msssim": "pytorch_msssim-1.0.0-py3-none-any.whl",
+             "bjontegaard": "bjontegaard-1.3.0-py3-none-any.whl"}
+    assert {bundle.distribution(r) for r in bundle.requirements()} == set(names)
+    for name in list(names.values())[:-1]:
+        (tmp_path / name).write_bytes(b"w" * 1000)
+    with pytest.raises(ValueError, match="lacks the wheels of: bjontegaard"):
+        bundle.check_bundle(tmp_path)
+    (tmp_path / names["bjontegaard"]).write_bytes(b"w" * 1000)
+    sizes, total = bundle.check_bundle(tmp_path)
+    assert total == 4000 and len(sizes) == 4
+    with pytest.raises(ValueError, match=r"total 0.0 MiB, over the 0.001 MiB"):
+        bundle.check_bundle(tmp_path, limit_mib=0.001)
+    (tmp_path / "numpy-2.0.0-cp312-cp312-manylinux2014_x86_64.whl").write_bytes(b"w")
+    with pytest.raises(ValueError, match="not in the bundle .*numpy-2.0.0"):
+        bundle.check_bundle(tmp_path)
+    run = bundle.run_command("build/wheels", 400)
+    assert run.startswith("python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "
+                          "build/wheels/*.whl && ")
+    assert "PYTHONPATH=/tmp/site:$PWD" in run and "scripts/gpu_check.py --budget 400 --json" in run
+    with pytest.raises(ValueError, match="outside the repository"):
+        bundle.carried_path(tmp_path)
+    folder = ROOT / "build" / "test-bundle-offline"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in names.values():
+            (folder / name).write_bytes(b"w" * 10)
+        assert bundle.main(["--out", str(folder), "--offline"]) == 0  # the offline part: no download
+        out = capsys.readouterr().out
+        assert "in all (limit 64 MiB), for Python 3.12" in out and "carry: build/test-bundle-offline\n" in out
+        assert "--target /tmp/site build/test-bundle-offline/*.whl" in out
+    finally:
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+
+
+def test_the_gpu_check_plans_within_its_budget():
+    check = _script("gpu_check")
+    now = [0.0]
+    budget = check.Budget(100, "gpu", clock=lambda: now[0])
+    assert budget.fits("stages", "demo")  # prior 20 s
+    budget.took("stages", "demo", 30.0)
+    assert budget.estimate("stages", "phase2") == 30.0 * check.WEIGHT["phase2"]
+    now[0] = 60.0
+    assert not budget.fits("stages", "hpcm-base")  # about 120 s, 40 s left: skipped and said so
+    assert budget.skipped == ["hpcm-base: stages (needs about 120 s, 40 s left)"]
+    assert budget.fits("stages", "demo") and budget.left() == 40.0
+    unlimited = check.Budget(None, "cpu")
+    assert unlimited.fits("export", "phase2") and unlimited.left() == float("inf")
+    assert check.row_ok({"runner": "torch", "skipped": ["timing"], "stages": {"ok": True}})
+    assert not check.row_ok({"runner": "torch", "stages": {"ok": False}})
