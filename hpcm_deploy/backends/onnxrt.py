@@ -177,6 +177,7 @@ class OnnxRuntimeBackend(Backend):
 
             check_tf32_env()
             profiles = all_profiles(manifest.program(), DEFAULT_SIZES, manifest.batch)
+            self.max_batch = manifest.batch or DEFAULT_SIZES.max_batch  # Codec batches no more than the profiles
             cache = trt_cache_dir(manifest)
             cache.mkdir(parents=True, exist_ok=True)
         weights = manifest.root / manifest.data["weights"]["file"]
