@@ -8,15 +8,20 @@ layer is scaled x20 so that the latent has realistic magnitudes):
 - streams: an image encoded on the device decodes exactly on the CPU (ONNX Runtime), and the reverse, with the
   default signalled decisions;
 - timing: encode and decode, whole and per stage, on the device at 512x768 (HxW, the Kodak size);
+- with ONNX Runtime's CUDA provider (when this onnxruntime has it, i.e. onnxruntime-gpu): the same three checks
+  on the ONNX Runtime sessions on the device;
 - with TensorRT (when it can build on the device; for the demo model unless --trt-models says more): fp32 and
   fp16 engines built, verified against the PyTorch stages with the tolerance of their precision (`hpcm-deploy
   verify`), and timed the same way.
 
-    python scripts/gpu_check.py                       # cuda, the three models, about 5 minutes on an H200 machine
+    python scripts/gpu_check.py                       # cuda, the three models, within 420 s (--budget)
     python scripts/gpu_check.py --device cpu --quick  # the same checks on the CPU, demo model, 256x256
     python scripts/gpu_check.py --json                # the report as JSON on stdout (the table goes to stderr)
 
-Exit status 0 when every check passed. Without TensorRT the TensorRT rows say why they were skipped.
+`--budget SECONDS` (default 420 on a GPU, none on the CPU): before each step the check estimates its time (from
+what it measured so far, else a prior) and skips what does not fit in what is left, saying so in the table and in
+`skipped`. Exit status 0 when every check that ran passed. Without TensorRT (or onnxruntime-gpu) those rows say
+why they were skipped.
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ GPU_MODELS = ("demo", "hpcm-base", "phase2")
 CPU_MODELS = ("demo", "tiny-base", "tiny-phase2")
 SPREAD = LATENT_SPREAD  # the last g_a layer's weight gain: a random g_a gives almost all-zero symbols otherwise
 SEED = 0
+GPU_BUDGET = 420.0  # seconds: the lent machine's command limit is 10 minutes, its session 15, installs included
+# relative cost of each model's steps (the demo and tiny models 1), to scale what one model measured to another
+WEIGHT = {"demo": 1.0, "tiny-base": 1.0, "tiny-phase2": 1.0, "hpcm-base": 4.0, "phase2": 8.0}
+# seconds a step is assumed to take before anything was measured (demo model; scaled by WEIGHT)
+PRIOR = {"gpu": {"export": 60.0, "stages": 20.0, "cross": 10.0, "timing": 15.0, "onnxruntime": 40.0,
+                 "tensorrt": 150.0},
+         "cpu": {"export": 240.0, "stages": 40.0, "cross": 20.0, "timing": 20.0, "onnxruntime": 80.0,
+                 "tensorrt": 0.0}}
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -68,12 +81,82 @@ def random_export(preset: str, work: Path, jobs: int) -> Path:
                         extra={"gpu_check": f"{preset}/{SEED}/{SPREAD}"})
 
 
+def cached_export(name: str, work: Path) -> bool:
+    """Whether ``name``'s export is made already (the demo's in the user cache, the others in ``work``)."""
+    from hpcm_deploy.artifacts.export import Manifest
+    from hpcm_deploy.errors import ExportError
+
+    if name == "demo":
+        from hpcm_deploy.bundled import default_export_dir
+
+        root = default_export_dir()
+    else:
+        root = work / f"{name}-seed{SEED}-x{SPREAD:g}"
+    try:
+        Manifest.load(root, verify_hashes=False)
+    except (ExportError, KeyError):
+        return False
+    return True
+
+
 def model_export(name: str, work: Path, jobs: int) -> Path:
     if name == "demo":
         from hpcm_deploy.app.bundled import default_export
 
         return default_export(jobs=jobs)
     return random_export(name, work, jobs)
+
+
+# ---------------------------------------------------------------------------------------------- the budget
+class Budget:
+    """Plans a run within ``seconds``: ``fits(step, model)`` says whether a step's estimate fits in what is left
+    (recording it as skipped when not); ``took(step, model, seconds)`` records a measurement. A step is estimated
+    from its last measurement on any model, scaled by the models' :data:`WEIGHT`, else from :data:`PRIOR`."""
+
+    def __init__(self, seconds: float | None, where: str, clock=time.perf_counter) -> None:
+        self.seconds, self.where, self.clock = seconds, where, clock
+        self.start = clock()
+        self.measured: dict[str, tuple[float, float]] = {}  # step -> (seconds, weight of the model it ran on)
+        self.skipped: list[str] = []
+
+    def left(self) -> float:
+        return float("inf") if self.seconds is None else self.seconds - (self.clock() - self.start)
+
+    def estimate(self, step: str, model: str) -> float:
+        weight = WEIGHT.get(model, 4.0)
+        if step in self.measured:
+            seconds, measured_on = self.measured[step]
+            return seconds * weight / measured_on
+        return PRIOR[self.where].get(step, 30.0) * weight
+
+    def fits(self, step: str, model: str) -> bool:
+        need, left = self.estimate(step, model), self.left()
+        if need <= left:
+            return True
+        self.skipped.append(f"{model}: {step} (needs about {need:.0f} s, {max(left, 0):.0f} s left)")
+        return False
+
+    def took(self, step: str, model: str, seconds: float) -> None:
+        self.measured[step] = (max(seconds, 0.1), WEIGHT.get(model, 4.0))
+
+
+def timed(budget: Budget, step: str, model: str, fn, *args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        budget.took(step, model, time.perf_counter() - start)
+
+
+def ort_cuda_reason(device: str) -> str | None:
+    """Why ONNX Runtime's CUDA rows are not run here, or ``None`` when they are."""
+    if not device.startswith("cuda"):
+        return "needs a CUDA device"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return f"onnxruntime {onnxruntime.__version__} here is a CPU build (install onnxruntime-gpu)"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -83,13 +166,13 @@ def image(size: tuple[int, int], seed: int) -> np.ndarray:
     return (random_image(1, size, seed)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def check_stages(manifest, device: str, sizes: list[tuple[int, int]]) -> dict[str, Any]:
-    """Every stage of the PyTorch stages on ``device`` against the CPU PyTorch stages."""
+def check_stages(manifest, device: str, sizes: list[tuple[int, int]], backend=None) -> dict[str, Any]:
+    """Every stage of ``backend`` (default: the PyTorch stages on ``device``) against the CPU PyTorch stages."""
     from hpcm_deploy.backends.torch_backend import TorchBackend
     from hpcm_deploy.checks.verify import check_stages as compare
 
     program = manifest.program()
-    on_device = TorchBackend(manifest.load_model(device), program, device)
+    on_device = backend or TorchBackend(manifest.load_model(device), program, device)
     results = compare(manifest.load_model(), program, on_device, sizes)
     worst = max(results, key=lambda r: r.max_abs if not r.flips else 0.0)
     bad = [f"{r.stage}/{r.output}@{r.size[0]}x{r.size[1]}" for r in results if not r.ok]
@@ -186,33 +269,66 @@ def tensorrt_rows(manifest, device: str, check_sizes, size, repeat, warmup, work
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def run_model(name: str, export: Path, args, work: Path, trt_reason: str | None, say) -> dict[str, Any]:
-    from hpcm_deploy.artifacts.export import Manifest
+def codec_rows(name: str, manifest, args, budget: Budget, say, backend: str, runner: str) -> dict[str, Any]:
+    """Stages, streams and timing of one backend on the device, each step within the budget."""
     from hpcm_deploy.codec import Codec
 
+    row: dict[str, Any] = {"runner": runner, "skipped": []}
+    step = "stages" if backend == "torch" else "onnxruntime"
+    if budget.fits(step, name):
+        say(f"{name}: {runner} stages vs CPU PyTorch stages")
+        if backend == "torch":
+            row["stages"] = timed(budget, step, name, check_stages, manifest, args.device, args.check_sizes)
+    else:
+        row["skipped"].append("stages")
+    with Codec(manifest, backend=backend, device=args.device) as codec:
+        if backend != "torch" and "stages" not in row["skipped"]:
+            row["stages"] = timed(budget, step, name, check_stages, manifest, args.device, args.check_sizes,
+                                  codec.backend)
+        if budget.fits("cross", name):
+            say(f"{name}: streams {runner} <-> CPU ONNX Runtime")
+            row["cross"] = timed(budget, "cross", name, check_cross, manifest, codec, args.check_sizes[-1],
+                                 args.threads)
+        else:
+            row["skipped"].append("streams")
+        if budget.fits("timing", name):
+            say(f"{name}: timing {runner} at {args.size[0]}x{args.size[1]}")
+            row["timing"] = timed(budget, "timing", name, time_codec, codec, args.size, args.repeat, args.warmup)
+        else:
+            row["skipped"].append("timing")
+    return row
+
+
+def run_model(name: str, export: Path, args, work: Path, trt_reason: str | None, say,
+              budget: Budget | None = None, ort_reason: str | None = "not asked") -> dict[str, Any]:
+    from hpcm_deploy.artifacts.export import Manifest
+
+    budget = budget or Budget(None, "gpu" if args.device.startswith("cuda") else "cpu")
     manifest = Manifest.load(export)
     out: dict[str, Any] = {"model": name, "export": str(export), "rows": []}
-    say(f"{name}: stages on {args.device} vs CPU PyTorch stages")
-    row: dict[str, Any] = {"runner": f"torch ({args.device})"}
-    row["stages"] = check_stages(manifest, args.device, args.check_sizes)
-    with Codec(manifest, backend="torch", device=args.device) as codec:
-        say(f"{name}: streams {args.device} <-> CPU ONNX Runtime")
-        row["cross"] = check_cross(manifest, codec, args.check_sizes[-1], args.threads)
-        say(f"{name}: timing on {args.device} at {args.size[0]}x{args.size[1]}")
-        row["timing"] = time_codec(codec, args.size, args.repeat, args.warmup)
-    out["rows"].append(row)
-    if trt_reason is None and (args.trt_models == "all" or name in args.trt_models.split(",")):
-        say(f"{name}: TensorRT build, verify, timing")
+    out["rows"].append(codec_rows(name, manifest, args, budget, say, "torch", f"torch ({args.device})"))
+    if ort_reason is None:
         try:
-            out["rows"] += tensorrt_rows(manifest, args.device, args.check_sizes, args.size, args.repeat, args.warmup,
-                                         work, args.threads)
-        except Exception as exc:  # one model's TensorRT failure is a row, not the end of the check
-            out["rows"].append({"runner": "tensorrt", "error": f"{type(exc).__name__}: {exc}",
+            out["rows"].append(codec_rows(name, manifest, args, budget, say, "onnxruntime",
+                                          f"onnxruntime ({args.device})"))
+        except Exception as exc:  # a provider that fails on this machine is a row, not the end of the check
+            out["rows"].append({"runner": f"onnxruntime ({args.device})", "error": f"{type(exc).__name__}: {exc}",
                                 "trace": traceback.format_exc(limit=3)})
+    if trt_reason is None and (args.trt_models == "all" or name in args.trt_models.split(",")):
+        if budget.fits("tensorrt", name):
+            say(f"{name}: TensorRT build, verify, timing")
+            try:
+                out["rows"] += timed(budget, "tensorrt", name, tensorrt_rows, manifest, args.device,
+                                     args.check_sizes, args.size, args.repeat, args.warmup, work, args.threads)
+            except Exception as exc:  # one model's TensorRT failure is a row, not the end of the check
+                out["rows"].append({"runner": "tensorrt", "error": f"{type(exc).__name__}: {exc}",
+                                    "trace": traceback.format_exc(limit=3)})
     return out
 
 
 def row_ok(row: dict[str, Any]) -> bool:
+    """A row passed when it has no error and every check it ran passed (a step skipped for the budget is neither
+    passed nor failed: it is listed under ``skipped``)."""
     return "error" not in row and all(row[k]["ok"] for k in ("stages", "cross", "verify") if k in row)
 
 
@@ -226,17 +342,25 @@ def table(report: dict[str, Any]) -> Table:
             if "error" in row:
                 t.add_row(m["model"], row["runner"], "", f"ERROR {row['error'][:80]}", "", "", "", "")
                 continue
-            st, cr, tm = row["stages"], row["cross"], row["timing"]
-            stages = f"{'ok' if st['ok'] else 'FAILED'} ({st['worst_abs']:.1e} {st['worst']})"
-            if "tolerance" in st:
-                stages += f" [{st['tolerance']}]"
-            cross = " / ".join("exact" if cr.get(k) else "NOT EXACT" for k in ("to_cpu", "from_cpu"))
-            if "verify" in row:
-                cross = f"verify {'ok' if row['verify']['ok'] else 'FAILED'}; {cross}"
-            cross += f" (signalled {cr['signalled'][0]}/{cr['signalled'][1]})"
+            st, cr, tm = row.get("stages"), row.get("cross"), row.get("timing")
+            skip = "skipped (budget)"
+            stages = skip
+            if st:
+                stages = f"{'ok' if st['ok'] else 'FAILED'} ({st['worst_abs']:.1e} {st['worst']})"
+                if "tolerance" in st:
+                    stages += f" [{st['tolerance']}]"
+            cross = skip
+            if cr:
+                cross = " / ".join("exact" if cr.get(k) else "NOT EXACT" for k in ("to_cpu", "from_cpu"))
+                if "verify" in row:
+                    cross = f"verify {'ok' if row['verify']['ok'] else 'FAILED'}; {cross}"
+                cross += f" (signalled {cr['signalled'][0]}/{cr['signalled'][1]})"
             build = f"{row['build_seconds']:.0f}" if "build_seconds" in row else ""
-            t.add_row(m["model"], row["runner"], build, stages, cross, f"{tm['encode']['seconds']:.3f}",
-                      f"{tm['decode']['seconds']:.3f}", f"{tm['encode']['slowest']} / {tm['decode']['slowest']}")
+            times = ([f"{tm['encode']['seconds']:.3f}", f"{tm['decode']['seconds']:.3f}",
+                      f"{tm['encode']['slowest']} / {tm['decode']['slowest']}"] if tm else [skip, "", ""])
+            t.add_row(m["model"], row["runner"], build, stages, cross, *times)
+    for line in report.get("skipped", []):
+        t.add_row(line.split(":")[0], "", "", f"skipped: {line.split(': ', 1)[1]}", "", "", "", "")
     return t
 
 
@@ -259,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                         "precisions takes many minutes)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch and ONNX Runtime (default: "
                         "theirs, one per core; 1 on a machine whose cores are busy with other work)")
+    parser.add_argument("--budget", type=float, help=f"seconds to plan within: steps whose estimate does not fit "
+                        f"in what is left are skipped, and listed (default {GPU_BUDGET:g} on a GPU, none on the CPU; "
+                        "0: none)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     args = parser.parse_args(argv)
 
@@ -308,23 +435,35 @@ def main(argv: list[str] | None = None) -> int:
         import tensorrt
 
         trt_version = tensorrt.__version__
+    seconds = args.budget if args.budget is not None else (GPU_BUDGET if on_gpu else None)
+    budget = Budget(seconds or None, "gpu" if on_gpu else "cpu")
+    ort_reason = ort_cuda_reason(args.device)
     report: dict[str, Any] = {
         "device": args.device, "gpu": torch.cuda.get_device_name(args.device) if on_gpu else "CPU",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "tensorrt": trt_version or f"not run: {trt_reason}", "size": list(args.size),
-        "check_sizes": [list(s) for s in args.check_sizes], "models": []}
+        "tensorrt": trt_version or f"not run: {trt_reason}",
+        "onnxruntime_cuda": "run" if ort_reason is None else f"not run: {ort_reason}", "budget": seconds,
+        "size": list(args.size), "check_sizes": [list(s) for s in args.check_sizes], "models": []}
     for name, export in models:
         try:
+            if export is None and not cached_export(name, work):
+                if not budget.fits("export", name):
+                    continue
+                export = timed(budget, "export", name, model_export, name, work, jobs)
             export = export or model_export(name, work, jobs)
             say(f"{name}: export {export}")
-            report["models"].append(run_model(name, export, args, work, trt_reason, say))
+            report["models"].append(run_model(name, export, args, work, trt_reason, say, budget, ort_reason))
         except Exception as exc:
             report["models"].append({"model": name, "rows": [{"runner": "setup", "error": f"{type(exc).__name__}: "
                                                               f"{exc}", "trace": traceback.format_exc(limit=4)}]})
+    report["skipped"] = budget.skipped
     report["ok"] = all(row_ok(r) for m in report["models"] for r in m["rows"])
     report["seconds"] = time.perf_counter() - started
     console.print(table(report))
-    console.print(f"{'all checks passed' if report['ok'] else 'SOME CHECKS FAILED'} in {report['seconds']:.0f} s")
+    done = "all checks that ran passed" if report["skipped"] else "all checks passed"
+    console.print(f"{done if report['ok'] else 'SOME CHECKS FAILED'} in {report['seconds']:.0f} s"
+                  + (f"; skipped for the {seconds:g} s budget: {'; '.join(report['skipped'])}"
+                     if report["skipped"] else ""))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     return 0 if report["ok"] else 1

@@ -3,6 +3,8 @@ running them that needs no TensorRT (precision, size and batch range, I/O contra
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,6 +19,7 @@ from .document import extras, read_document, write_document
 from .export import Manifest
 from .shapes import SizeRange, implied_size
 
+log = logging.getLogger(__name__)
 FORMAT = "hpcm-deploy-engines"
 FORMAT_VERSION = 1
 MANIFEST = "engines.json"
@@ -39,8 +42,45 @@ def arch_name(capability: tuple[int, int]) -> str:
 
 
 def engine_dir_name(capability: tuple[int, int], trt_version: str, precision: str) -> str:
-    """``<gpu-arch>-trt<version>-<precision>``, e.g. ``sm90-trt10.13.3-fp16``."""
-    return f"{arch_name(capability)}-trt{trt_version}-{precision}"
+    """``<gpu-arch>-trt<major.minor.patch>-<precision>``, e.g. ``sm90-trt10.13.3-fp16`` (TensorRT reports four
+    parts, ``10.13.3.9``; the build number is left out of the folder name, kept in ``engines.json``)."""
+    return f"{arch_name(capability)}-trt{'.'.join(str(p) for p in version_tuple(trt_version))}-{precision}"
+
+
+QUICK_BLOCKS, QUICK_BLOCK = 16, 64 << 10
+
+
+def plan_digest(path: str | os.PathLike) -> str:
+    """A cheap fingerprint of a plan, checked at every open: its size and the sha256 of 16 blocks of 64 KiB
+    spread over it (at most 1 MiB read; a small plan is read whole). The full sha256 is taken once, at build
+    (``plan_sha256``); re-hashing every plan at every open read about 1 GB for ``phase2``."""
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= QUICK_BLOCKS * QUICK_BLOCK:
+            h.update(f.read())
+        else:
+            step = (size - QUICK_BLOCK) // (QUICK_BLOCKS - 1)
+            for i in range(QUICK_BLOCKS):
+                f.seek(i * step)
+                h.update(f.read(QUICK_BLOCK))
+    return f"{size}:{h.hexdigest()}"
+
+
+def recorded_onnx_path(onnx_path: str | os.PathLike, engine_dir: str | os.PathLike) -> str:
+    """How ``engines.json`` records the graph a plan was built from: relative to the engine folder (POSIX
+    separators), so the engines load from any working directory and move together with their export."""
+    return Path(os.path.relpath(Path(onnx_path).resolve(), Path(engine_dir).resolve())).as_posix()
+
+
+def gpu_notice(recorded: str | None, current: str | None) -> str | None:
+    """A warning when plans built on one GPU model run on another of the same compute capability (e.g. an
+    H100 plan on an H200): TensorRT accepts them, but its tactics were timed on the other GPU."""
+    if not recorded or not current or recorded == current:
+        return None
+    return (f"these engines were built on {recorded} and run on {current} (same compute capability): they work, "
+            "but TensorRT timed their kernels on the other GPU; rebuild them here for the best speed")
 
 
 def default_engine_dir(export: Manifest, capability: tuple[int, int], trt_version: str, precision: str,
@@ -74,14 +114,18 @@ class PlanEntry:
     export_onnx_sha256: str = ""
     tf32: bool = False
     build_seconds: float = 0.0
+    plan_digest: str = ""  # the cheap digest checked at open (plan_digest()); empty in engines built before it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PlanEntry:
         return cls(d["plan"], d.get("plan_sha256", ""), d.get("onnx"), d.get("onnx_sha256", ""),
-                   d.get("export_onnx_sha256", ""), bool(d.get("tf32", False)), d.get("build_seconds", 0.0))
+                   d.get("export_onnx_sha256", ""), bool(d.get("tf32", False)), d.get("build_seconds", 0.0),
+                   d.get("plan_digest", ""))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"plan": self.plan, "plan_sha256": self.plan_sha256}
+        if self.plan_digest:
+            d["plan_digest"] = self.plan_digest
         if self.onnx is not None:
             d.update(onnx=self.onnx, onnx_sha256=self.onnx_sha256, export_onnx_sha256=self.export_onnx_sha256,
                      tf32=self.tf32, build_seconds=self.build_seconds)
@@ -169,12 +213,28 @@ class EngineManifest:
         return sizes.max_batch if sizes else None
 
     def onnx_path(self, stage: str) -> Path:
-        """The graph a stage's plan was built from (inside the engine folder, or the export's own)."""
+        """The graph a stage's plan was built from (inside the engine folder, or the export's own), recorded
+        relative to the engine folder."""
         entry = self.stages.get(stage)
         if entry is None or entry.onnx is None:
             raise BackendError(f"engines in {self.root} do not say which graph stage {stage!r} came from")
         path = Path(entry.onnx)
         return path if path.is_absolute() else self.root / path
+
+    def refit_source(self, stage: str, export: Manifest) -> Path:
+        """The graph whose weights refit a weight-stripped plan: the one recorded, or, for engines that recorded
+        a path relative to the folder they were built from (before paths were recorded relative to the engine
+        folder), the export's own graph when the plan was built from it unchanged (same sha256)."""
+        path = self.onnx_path(stage)
+        if path.is_file():
+            return path
+        entry, own = self.stages.get(stage), export.stages.get(stage)
+        if entry is not None and own is not None and entry.onnx_sha256 and entry.onnx_sha256 == own.sha256:
+            candidate = export.stage_path(stage)
+            if candidate.is_file():
+                return candidate
+        raise BackendError(f"the graph that refits the weight-stripped plan of stage {stage} is missing ({path}); "
+                           "rebuild the engines with `hpcm-deploy build-engine --strip-weights`")
 
     def plan_path(self, stage: str) -> Path:
         try:
@@ -215,10 +275,13 @@ def check_engines_for_export(engines: EngineManifest, export: Manifest, precisio
 
 
 def check_compatible(engines: EngineManifest, export: Manifest, trt_version: str, capability: tuple[int, int],
-                     verify_hashes: bool = True, precision: str | None = None) -> None:
-    """Refuse plans built for another TensorRT, another GPU architecture or another export.
+                     verify_hashes: bool = True, precision: str | None = None, gpu: str | None = None) -> None:
+    """Refuse plans built for another TensorRT, another GPU architecture or another export; warn when they were
+    built on another GPU model (``gpu``, the name of this one) of the same architecture.
 
     TensorRT plans are only valid for the exact TensorRT version and compute capability they were built with.
+    Each plan is checked against the cheap digest recorded at build (:func:`plan_digest`); engines built before
+    it was recorded are checked against their full sha256.
     """
     built_cap = tuple(engines.compute_capability)
     if engines.tensorrt != trt_version or built_cap != tuple(capability):
@@ -227,11 +290,18 @@ def check_compatible(engines: EngineManifest, export: Manifest, trt_version: str
             f"({engines.gpu}); this machine has TensorRT {trt_version} on {arch_name(tuple(capability))}; "
             "rebuild them with `hpcm-deploy build-engine`")
     check_engines_for_export(engines, export, precision)
+    notice = gpu_notice(engines.gpu, gpu)
+    if notice:
+        log.warning(notice)
     if verify_hashes:
         for entry in engines.stages.values():
             plan = engines.root / entry.plan
-            if not plan.is_file() or sha256_file(plan) != entry.plan_sha256:
-                raise BackendError(f"engine plan {plan} is missing or was modified; rebuild the engines")
+            if not plan.is_file():
+                raise BackendError(f"engine plan {plan} is missing; rebuild the engines")
+            quick = entry.plan_digest
+            same = plan_digest(plan) == quick if quick else sha256_file(plan) == entry.plan_sha256
+            if not same:
+                raise BackendError(f"engine plan {plan} was modified; rebuild the engines")
 
 
 # ---------------------------------------------------------------------------------------------- profiles

@@ -4,16 +4,21 @@ Tensors stay on the GPU as torch tensors. Every execution context shares one scr
 device memory): the stages run one after another on the backend's own CUDA stream, which waits for the caller's
 stream before it reads inputs, and which the caller's stream waits for before it reads outputs. Each (stage,
 input shapes) is captured once into a CUDA graph on an execution context of its own, bound once to the graph's
-static buffers (as torch-tensorrt keeps one graph per context); at most ``max_graphs`` graphs are kept, the
-least recently used dropped. A (stage, shapes) that cannot be captured runs eagerly. Requires TensorRT 10.8+ or
+static buffers (as torch-tensorrt keeps one graph per context). Graphs are kept per (batch, padded size) bucket,
+every stage of a bucket together: the cache holds ``max_graphs // stages`` buckets (at least one), a size is
+captured only from its second use on, and a new size takes the place of the least used one only when it is used
+more (:class:`CapturePolicy`), so a server that sees many sizes keeps its frequent ones captured instead of
+recapturing forever (entering a capture synchronises the device and empties torch's caching allocator). Captures
+are serialised process-wide. A (stage, shapes) that cannot be captured runs eagerly. Requires TensorRT 10.8+ or
 11.x and a CUDA build of torch.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +35,7 @@ from ..artifacts.engine_manifest import (
     trt_dtype_name,
 )
 from ..artifacts.export import Manifest, OpenedExport
+from ..artifacts.shapes import implied_size
 from ..errors import BackendError
 from . import TensorRTOptions
 from .base import Backend
@@ -37,6 +43,69 @@ from .trt_lib import cuda_device, cuda_index, import_tensorrt, on_gpu, resolve_c
 
 log = logging.getLogger(__name__)
 ALIGNMENT = 256  # bytes; TensorRT requires tensor addresses aligned to at least this
+# torch allows one stream capture at a time per process (a capture in one thread may invalidate work another
+# thread queues in "global" mode, and every capture synchronises the device): captures take turns
+CAPTURE_LOCK = threading.Lock()
+
+
+def graph_bucket(program: Any, stage: str, shapes: Sequence[tuple[int, ...]]) -> Hashable:
+    """The bucket a (stage, input shapes) is captured in: ``(batch, (H, W))``, the padded size and batch its
+    inputs imply, shared by every stage of one image size; the stage and shapes themselves when they imply
+    none."""
+    spec = program.stages[stage]
+    batch, size = implied_size({n: program.tensors[n].shape for n in spec.inputs},
+                               dict(zip(spec.inputs, (tuple(s) for s in shapes))))
+    if batch is None or size is None:
+        return (stage, *(tuple(s) for s in shapes))
+    return (batch, size)
+
+
+class CapturePolicy:
+    """Which buckets of CUDA graphs are kept: ``decide(bucket, stage)`` says ``"replay"`` (the bucket is kept:
+    replay the stage's graph, capturing it first if needed), ``"capture"`` (the bucket was just admitted) or
+    ``"eager"`` (run without a graph).
+
+    - Capacity in whole buckets, from the stage count: ``max_graphs // stages``, at least 1 (0 graphs: none).
+    - Admission: a bucket is captured from the second call of one of its stages on (a size seen once, as most
+      sizes of a varied workload are, never pays a capture); when the cache is full, it replaces the least used
+      kept bucket only when it has been used more often, so varied sizes cannot push out the frequent ones and
+      cause capture after capture.
+    ``evicted`` lists the buckets dropped by the last decision (their graphs are to be released)."""
+
+    def __init__(self, stages: int, max_graphs: int, capture_after: int = 2, remember: int = 4096) -> None:
+        self.capacity = 0 if max_graphs <= 0 else max(1, max_graphs // max(1, stages))
+        self.capture_after, self.remember = capture_after, remember
+        self.uses: dict[Hashable, int] = {}  # calls per bucket
+        self.calls: dict[tuple, int] = {}  # calls per (bucket, stage)
+        self.kept: OrderedDict[Hashable, None] = OrderedDict()
+        self.evicted: list[Hashable] = []
+
+    def decide(self, bucket: Hashable, stage: str) -> str:
+        self.evicted = []
+        self._forget()
+        self.uses[bucket] = self.uses.get(bucket, 0) + 1
+        self.calls[(bucket, stage)] = self.calls.get((bucket, stage), 0) + 1
+        if bucket in self.kept:
+            self.kept.move_to_end(bucket)
+            return "replay"
+        if self.capacity == 0 or self.calls[(bucket, stage)] < self.capture_after:
+            return "eager"
+        if len(self.kept) >= self.capacity:
+            victim = min(self.kept, key=lambda b: self.uses.get(b, 0))
+            if self.uses[bucket] <= self.uses.get(victim, 0):
+                return "eager"
+            del self.kept[victim]
+            self.evicted = [victim]
+        self.kept[bucket] = None
+        return "capture"
+
+    def _forget(self) -> None:
+        """Counts stay bounded on a server that sees endless sizes: past ``remember`` entries, every count is
+        halved and those of unkept buckets that reach zero are forgotten."""
+        if len(self.calls) <= self.remember:
+            return
+        self.uses = {b: n // 2 for b, n in self.uses.items() if n // 2 or b in self.kept}
+        self.calls = {k: n // 2 for k, n in self.calls.items() if n // 2 or k[0] in self.kept}
 
 
 class _Graph:
@@ -68,9 +137,9 @@ class TensorRTBackend(Backend):
         if given is not None:
             check_engines_for_export(given, manifest, wanted)
         trt = import_tensorrt()
-        _, capability = cuda_device(device)
+        gpu, capability = cuda_device(device)
         engines = given or EngineManifest.load(default_engine_dir(manifest, capability, trt.__version__, precision))
-        check_compatible(engines, manifest, trt.__version__, capability, precision=wanted)
+        check_compatible(engines, manifest, trt.__version__, capability, precision=wanted, gpu=gpu)
         return cls(engines, export, device, options)
 
     @classmethod
@@ -95,7 +164,8 @@ class TensorRTBackend(Backend):
         self.program = export.program
         self.cuda_graphs = bool(options.cuda_graphs) and options.max_graphs > 0
         self.max_graphs = options.max_graphs
-        self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self.policy = CapturePolicy(len(self.program.stages), options.max_graphs)
+        self._graphs: dict[Hashable, dict[tuple, _Graph]] = {}  # bucket -> (stage, shapes) -> its graph
         self._eager: set[tuple] = set()  # (stage, shapes) that could not be captured
         self._covered: set[tuple] = set()  # (stage, shapes) checked against the profiles
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -112,7 +182,7 @@ class TensorRTBackend(Backend):
                 if engine is None:
                     raise BackendError(f"TensorRT could not deserialise {path} (see the TensorRT log above)")
                 if engines.stripped:
-                    self._refit(stage, engine, engines.onnx_path(stage))
+                    self._refit(stage, engine, engines.refit_source(stage, export.manifest))
                 check_io_contract(stage, stage_io(self.program, stage), self._engine_io(engine), path)
                 self.engines[stage] = engine
                 scratch = max(scratch, int(engine.device_memory_size_v2))
@@ -125,8 +195,9 @@ class TensorRTBackend(Backend):
 
     @property
     def captured_graphs(self) -> int:
-        """How many (stage, input shapes) are held as CUDA graphs now (at most ``max_graphs``)."""
-        return len(self._graphs)
+        """How many (stage, input shapes) are held as CUDA graphs now (at most ``max_graphs``), over all the
+        size buckets kept."""
+        return sum(len(graphs) for graphs in self._graphs.values())
 
     def _refit(self, stage: str, engine: Any, onnx_path: Any) -> None:
         """Fill a weight-stripped engine with the weights of the graph it was built from (which point into the
@@ -231,20 +302,37 @@ class TensorRTBackend(Backend):
         return outs
 
     def _run_graph(self, stage: str, key: tuple, inputs: Sequence[Any]) -> list[Any]:
-        entry = self._graphs.get(key)
+        bucket = graph_bucket(self.program, stage, key[1:])
+        decision = self.policy.decide(bucket, stage)
+        for old in self.policy.evicted:
+            self._release(old)
+        if decision == "eager":
+            return self._run_eager(stage, self.contexts[stage], inputs)
+        entry = self._graphs.get(bucket, {}).get(key)
         if entry is None:
-            return self._capture(stage, key, inputs)
-        self._graphs.move_to_end(key)
+            return self._capture(stage, key, bucket, inputs)
         for dst, src in zip(entry.inputs, inputs):
             dst.copy_(src)
         entry.graph.replay()
         return [o.clone() for o in entry.outputs]  # the next replay overwrites the static outputs
 
-    def _capture(self, stage: str, key: tuple, inputs: Sequence[Any]) -> list[Any]:
+    def _release(self, bucket: Hashable) -> None:
+        graphs = self._graphs.pop(bucket, {})
+        if graphs:
+            self.stream.synchronize()  # they may still be replaying
+        for entry in graphs.values():
+            entry.graph.reset()
+
+    @property
+    def graph_count(self) -> int:
+        return sum(len(g) for g in self._graphs.values())
+
+    def _capture(self, stage: str, key: tuple, bucket: Hashable, inputs: Sequence[Any]) -> list[Any]:
         """Run ``stage`` on a new context bound to static buffers, then capture that context into a CUDA graph.
         The first run is both the warm-up TensorRT needs before a capture (its first enqueue after setting shapes
         may do work a graph cannot hold) and this call's result. A failed capture (an enqueue may return False
-        while the stream captures) leaves this (stage, shapes) eager, logged once."""
+        while the stream captures) leaves this (stage, shapes) eager, logged once. One capture at a time in the
+        process (:data:`CAPTURE_LOCK`)."""
         torch = self._torch
         context = self._new_context(stage)
         static_in = [t.clone() for t in inputs]
@@ -252,7 +340,7 @@ class TensorRTBackend(Backend):
         result = [o.clone() for o in static_out]
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+            with CAPTURE_LOCK, torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
                 self._enqueue(stage, context)
         except (BackendError, RuntimeError) as exc:
             self._eager.add(key)
@@ -260,11 +348,7 @@ class TensorRTBackend(Backend):
             log.warning("stage %s at input shapes %s cannot be captured into a CUDA graph (%s); it runs eagerly at "
                         "these shapes", stage, list(key[1:]), reason)
             return result
-        self._graphs[key] = _Graph(context, graph, static_in, static_out)
-        while len(self._graphs) > self.max_graphs:
-            _, old = self._graphs.popitem(last=False)
-            self.stream.synchronize()  # it may still be replaying
-            old.graph.reset()
+        self._graphs.setdefault(bucket, {})[key] = _Graph(context, graph, static_in, static_out)
         return result
 
     # ------------------------------------------------------------------ host transfers
@@ -289,8 +373,9 @@ class TensorRTBackend(Backend):
         stream = getattr(self, "stream", None)
         if stream is not None:
             stream.synchronize()
-        for entry in self._graphs.values():
-            entry.graph.reset()
+        for graphs in self._graphs.values():
+            for entry in graphs.values():
+                entry.graph.reset()
         self._graphs.clear()
         self.contexts.clear()  # contexts before their engines, engines before the runtime
         self.engines.clear()

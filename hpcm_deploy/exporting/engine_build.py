@@ -25,6 +25,8 @@ from ..artifacts.engine_manifest import (
     PlanEntry,
     default_engine_dir,
     new_manifest,
+    plan_digest,
+    recorded_onnx_path,
     resolve_precision,
     timing_cache_notice,
     timing_cache_plan,
@@ -77,7 +79,7 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
     profiles = all_profiles(export.program(), sizes)
     trt = import_tensorrt()
     index = resolve_cuda(device)
-    gpu, capability = cuda_device(f"cuda:{index}")
+    gpu, capability = cuda_device(f"cuda:{index}")  # the name is recorded: opening on another model warns
     root = Path(out) if out else default_engine_dir(export, capability, trt.__version__, precision)
     cache_plan = given_cache or timing_cache_plan(None, root)
     if cache_plan.keep is not None:  # before building: a missing folder must not throw a finished build away
@@ -96,8 +98,10 @@ def build_engines(export: Manifest, out: str | os.PathLike | None = None, precis
             plan_path.write_bytes(plan)
             plans[stage] = PlanEntry(
                 plan_path.name, sha256_file(plan_path),
-                str(onnx_path.relative_to(work)) if onnx_path.is_relative_to(work) else str(onnx_path),
-                sha256_file(onnx_path), export.stages[stage].sha256, tf32, round(time.perf_counter() - start, 1))
+                # relative to the engine folder: the engines then load from any working directory
+                recorded_onnx_path(onnx_path, work if onnx_path.is_relative_to(work) else root),
+                sha256_file(onnx_path), export.stages[stage].sha256, tf32, round(time.perf_counter() - start, 1),
+                plan_digest(plan_path))
             if progress:
                 progress(stage, time.perf_counter() - start)
         (work / TIMING_CACHE).write_bytes(cache.serialize())

@@ -182,9 +182,10 @@ def run_tiled(fn: Callable[..., Any], x: Any, plan: TilePlan, *, out: Any | None
     stage): each is windowed alike and ``fn(*windows)`` is called.
 
     Each output is copied and dropped before ``fn`` runs again, so a backend may reuse its output buffers, and
-    only one window's activations are alive at a time. The copies run on the caller's current CUDA stream: a
-    backend that computes on its own stream (TensorRT) is called under it (``with torch.cuda.stream(s):``) so
-    window copy, stage and core copy queue in order. With torch modules, call this under
+    only one window's activations are alive at a time. The copies run on the caller's current CUDA stream; a
+    backend that computes on its own stream (TensorRT) orders itself after that stream before it reads a window
+    and makes that stream wait for its outputs, so window copy, stage and core copy stay in order with no stream
+    context around ``fn``. With torch modules, call this under
     ``torch.inference_mode()`` (or ``no_grad``): autograd would keep every tile's activations.
     """
     inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
