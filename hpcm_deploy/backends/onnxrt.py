@@ -48,6 +48,7 @@ def _ort():
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    concurrent = True  # InferenceSession.run may be called from several threads at once
 
     def __init__(self, manifest: Manifest, device: str = "cpu", threads: int = 0) -> None:
         ort = _ort()
