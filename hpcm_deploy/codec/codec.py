@@ -26,7 +26,7 @@ from ..errors import BitstreamError, InputError
 from ..image import crop_image, pad_image, padded_size
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
-from ..runtime.limits import default_tile_budget, memory_problem, size_problem
+from ..runtime.limits import available_device_memory, default_tile_budget, memory_problem, size_problem
 from ..runtime.runner import Decoded, ProgramRunner
 from ..stages import build_program
 from . import container
@@ -198,7 +198,9 @@ class Codec:
                 raise error(problem)
         for members in self._batches(sizes):
             ph, pw = padded_size(*sizes[members[0]])
-            problem = memory_problem(self.program.config, ph, pw, len(members), self.memory, what)
+            # on a CUDA device the stages' tensors live in device memory: admit against what it has free
+            problem = memory_problem(self.program.config, ph, pw, len(members), self.memory, what,
+                                     available_device_memory(self.backend.device))
             if problem:
                 raise error(problem)
 
@@ -217,7 +219,7 @@ class Codec:
         stream to queue the work on (see :meth:`_on_stream`; default the caller's current stream)."""
         batch = split_batch(images)
         single = not isinstance(images, (list, tuple)) and (batch is None or len(batch) == 1)
-        items = [images] if single else list(batch if batch is not None else images)
+        items = list(batch) if batch is not None else ([images] if single else list(images))
         results = self.compress_detailed(items, stream=stream)
         return results[0].stream if single else [r.stream for r in results]
 
