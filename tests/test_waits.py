@@ -197,3 +197,22 @@ def test_batches_in_flight_equal_one_call(tiny_phase2):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(hd.InputError, match="in_flight"):
         list(codec.compress_many(items, in_flight=0))
+
+
+def test_a_hyperprior_preview_runs_only_the_decoded_steps_and_the_synthesis(tiny_phase2):
+    codec = hd.Codec(tiny_phase2)
+    x = images(1, 64, 64, seed=11)[0]
+    stream = codec.compress(x)
+    ran: list[str] = []
+    real = codec.backend.run
+    codec.backend.run = lambda stage, inputs: ran.append(stage) or real(stage, inputs)
+    try:
+        fast = codec.preview(stream, 2, kind="numpy")
+    finally:
+        del codec.backend.run
+    assert ran == ["h_s", "s1_start", "s1_step1", "g_s"]
+    slow = codec.preview(stream, 2, kind="numpy", fill="context")
+    assert fast.image.shape == slow.image.shape == (64, 64, 3) and fast.steps == 2
+    reference = (x.permute(1, 2, 0).numpy() * 255).round()
+    for preview in (fast.image, slow.image):
+        assert np.abs(preview.astype(float) - reference).mean() < 64  # an image of the original, not noise
