@@ -172,17 +172,20 @@ def test_dlpack_round_trip_on_the_cpu(tiny_phase2):
 
 
 def test_layouts_and_batches_code_alike(tiny_phase2):
-    """uint8 and float, [H, W, C] and [C, H, W], one by one or as a 4-D batch: the same streams."""
+    """uint8 and float, [H, W, C] and [C, H, W], one image or a 4-D batch: the same streams."""
     codec = hd.Codec(tiny_phase2)
     x = images(2, 64, 96, seed=9)
     u8 = (x * 255).round().to(torch.uint8)
-    reference = codec.compress([u8[0].permute(1, 2, 0).numpy(), u8[1].permute(1, 2, 0).numpy()])
-    assert codec.compress(u8) == reference  # [N, C, H, W] uint8 tensor
-    assert codec.compress(u8.permute(0, 2, 3, 1)) == reference  # [N, H, W, C] (channels last)
-    assert codec.compress(u8[0].numpy()) == reference[0]  # [C, H, W] array
-    out = codec.decompress(reference[0], kind="torch", dtype=torch.uint8, layout="HWC")
+    single = codec.compress(u8[0].permute(1, 2, 0).numpy())  # [H, W, C] uint8 array, as before
+    assert codec.compress(u8[0].numpy()) == single  # [C, H, W] array
+    assert codec.compress(u8[0].permute(1, 2, 0)) == single  # [H, W, C] uint8 tensor
+    assert codec.compress(u8[:1]) == single  # a 4-D batch of one: one stream
+    batch = codec.compress(u8)  # [N, C, H, W]: a list
+    assert isinstance(batch, list) and len(batch) == 2
+    assert codec.compress(u8.permute(0, 2, 3, 1)) == batch  # [N, H, W, C] (channels last)
+    out = codec.decompress(single, kind="torch", dtype=torch.uint8, layout="HWC")
     assert out.dtype == torch.uint8 and tuple(out.shape) == (64, 96, 3)
-    np.testing.assert_array_equal(out.numpy(), codec.decompress(reference[0], kind="numpy"))
+    np.testing.assert_array_equal(out.numpy(), codec.decompress(single, kind="numpy"))
 
 
 def test_batches_in_flight_equal_one_call(tiny_phase2):
