@@ -2,7 +2,7 @@
 process: preview time and PSNR (fill="hyperprior" vs "context") against a full decode, and batches in flight
 against sequential calls.
 
-    python scripts/bench_pipeline.py [--reps 3] [--images 4]
+    python scripts/bench_pipeline.py [--reps 3] [--images 4] [--size 512x768]
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--skip-flight", action="store_true")
+    ap.add_argument("--size", default="512x768", help="HEIGHTxWIDTH")
     args = ap.parse_args()
     codec = hd.Codec(hd.load_model(checkpoint=demo_weights(), seed=None))
-    x = random_image(args.images, (512, 768), seed=28)
+    height, width = (int(v) for v in args.size.split("x"))
+    x = random_image(args.images, (height, width), seed=28)
     photos = [(x[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for i in range(args.images)]
     stream = codec.compress(photos[0])
     runs: dict[str, list[float]] = {}
