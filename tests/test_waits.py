@@ -210,7 +210,7 @@ def test_a_hyperprior_preview_runs_only_the_decoded_steps_and_the_synthesis(tiny
     real = codec.backend.run
     codec.backend.run = lambda stage, inputs: ran.append(stage) or real(stage, inputs)
     try:
-        fast = codec.preview(stream, 2, kind="numpy")
+        fast = codec.preview(stream, 2, kind="numpy", fill="hyperprior")
     finally:
         del codec.backend.run
     assert ran == ["h_s", "s1_start", "s1_step1", "g_s"]

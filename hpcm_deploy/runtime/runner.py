@@ -332,7 +332,7 @@ class ProgramRunner:
     def decode_previews(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
                         after: tuple[int, ...], side: list[SideInfo | None] | None = None, lanes: bool = True,
                         partial: bool = False, timings: bool = False, choices: bool = True,
-                        fill: str = "hyperprior") -> Iterator[Decoded]:
+                        fill: str = "context") -> Iterator[Decoded]:
         """Progressive decoding: a preview after each of the step counts ``after`` (1 ... 10; e.g. (2, 5) for
         the ends of scales 1 and 2), then the full decode, in one pass over the stream. ``fill``: how a preview
         completes the positions not yet decoded: ``"hyperprior"`` (the hyperprior's means; only ``g_s`` runs,
