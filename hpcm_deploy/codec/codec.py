@@ -405,9 +405,9 @@ class Codec:
         Each preview decodes the steps so far exactly and fills the positions not yet decoded: ``fill=
         "context"`` (the default) with the means the context model predicts, running every later step's network
         (60-80 % of a full decode's time); ``fill="hyperprior"`` from the hyperprior's parameters, running only
-        the synthesis (14-18 %), but 3-10 dB worse today (scripts/bench_pipeline.py). ``result.steps`` says how many steps a preview holds. A
-        truncated stream (``partial``, the default here) yields the previews its bytes reach and then its best
-        image."""
+        the synthesis (14-18 %), but 3-10 dB worse today (scripts/bench_pipeline.py). ``result.steps`` says how
+        many steps a preview holds. A truncated stream (``partial``, the default here) yields the previews its
+        bytes reach and then its best image."""
         if every not in ("scale", "step"):
             raise InputError(f"every must be 'scale' or 'step', not {every!r}")
         self._check_fill(fill)
