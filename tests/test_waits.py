@@ -216,6 +216,6 @@ def test_a_hyperprior_preview_runs_only_the_decoded_steps_and_the_synthesis(tiny
     assert ran == ["h_s", "s1_start", "s1_step1", "g_s"]
     slow = codec.preview(stream, 2, kind="numpy", fill="context")
     assert fast.image.shape == slow.image.shape == (64, 64, 3) and fast.steps == 2
-    reference = (x.permute(1, 2, 0).numpy() * 255).round()
+    reference = x.permute(1, 2, 0).numpy()  # a float tensor comes back as floats in [0, 1]
     for preview in (fast.image, slow.image):
-        assert np.abs(preview.astype(float) - reference).mean() < 64  # an image of the original, not noise
+        assert np.abs(preview - reference).mean() < 0.25  # an image of the original, not noise
