@@ -159,6 +159,7 @@ def trt_cache_dir(manifest: Manifest) -> Path:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    concurrent = True  # InferenceSession.run may be called from several threads at once
 
     @classmethod
     def open(cls, export: OpenedExport, device: str = "cpu",

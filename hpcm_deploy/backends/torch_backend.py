@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 class TorchBackend(Backend):
     name = "torch"
     torch_native = True
+    concurrent = True  # the stage modules hold no state between calls
 
     @classmethod
     def open(cls, export: OpenedExport, device: str = "cpu", options: Any = None) -> TorchBackend:
@@ -43,11 +44,20 @@ class TorchBackend(Backend):
         return list(out) if isinstance(out, tuple) else [out]
 
     def from_host(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self._torch_device)
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self._torch_device.type != "cuda":
+            return t
+        # through pinned memory, queued on the current stream: the host does not wait for the copy (PyTorch's
+        # pinned allocator keeps the staging block until the copy is done)
+        pinned = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        pinned.copy_(t)
+        return pinned.to(self._torch_device, non_blocking=True)
 
     def to_host(self, tensor: torch.Tensor) -> np.ndarray:
         return tensor.detach().cpu().numpy()
 
     def synchronize(self) -> None:
+        """Wait for this backend's work: the current stream of its device (the caller's), never the whole
+        device, which other streams of the same process may be using."""
         if self._torch_device.type == "cuda":
-            torch.cuda.synchronize(self._torch_device)
+            torch.cuda.current_stream(self._torch_device).synchronize()

@@ -6,11 +6,13 @@ import json
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..errors import InputError
 from . import main
 from .options import backend_option, check_runnable, device_option, export_option, resolve_export
 
@@ -27,7 +29,11 @@ from .options import backend_option, check_runnable, device_option, export_optio
               "model instance each, at most 8).")
 @click.option("--max-queue-delay-ms", type=float, default=5.0, show_default=True, help="How long the batcher may "
               "hold a request to fill a batch.")
-def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, max_queue_delay_ms) -> None:
+@click.option("--engines", type=click.Path(file_okay=False), help="TensorRT engine directory made by build-engine "
+              "(with --backend tensorrt; default: the export's engines for this GPU).")
+@click.option("--metrics-port", type=int, help="Serve Triton's Prometheus metrics on this port (default: off).")
+def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, max_queue_delay_ms, engines,
+          metrics_port) -> None:
     """Serve the codec with Triton: models `compress` (image file -> .hpcm) and `decompress` (.hpcm -> PNG)."""
     from ..codec import Codec
     from ..serving.triton import CodecServer
@@ -46,9 +52,12 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     console = Console(stderr=True)
     try:
-        codec = Codec(resolve_export(export_dir), backend=backend, device=device, max_batch=max_batch)
+        if engines is not None and backend != "tensorrt":
+            raise InputError("--engines is for --backend tensorrt")
+        extra = {"engines": str(Path(engines).resolve())} if engines is not None else {}
+        codec = Codec(resolve_export(export_dir), backend=backend, device=device, max_batch=max_batch, **extra)
         server = CodecServer(codec, host=host, http_port=http_port, grpc_port=grpc_port, max_batch=max_batch,
-                             max_queue_delay_ms=max_queue_delay_ms, triton_log=verbose)
+                             max_queue_delay_ms=max_queue_delay_ms, triton_log=verbose, metrics_port=metrics_port)
         if stop.is_set():
             return
         with server:

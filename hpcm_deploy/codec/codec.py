@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +23,10 @@ from ..errors import BitstreamError, InputError
 from ..image import crop_image, pad_image, padded_size
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
-from ..runtime.limits import default_tile_budget, memory_problem, size_problem
+from ..runtime.limits import available_device_memory, default_tile_budget, memory_problem, size_problem
 from ..runtime.runner import Decoded, ProgramRunner
 from . import container
-from .images import ImageInfo, from_tensor, image_size, to_tensor
+from .images import OUT_OF_RANGE, ImageInfo, from_tensor, image_size, split_batch, to_tensor
 from .opening import Opened, Settings, open_export, open_model
 
 DEFAULT_MAX_BATCH = 8
@@ -170,6 +173,23 @@ class Codec:
             out += [members[i:i + self.max_batch] for i in range(0, len(members), self.max_batch)]
         return out
 
+    def _encode(self, x: torch.Tensor, flags: list[Any], timings: bool, choices: bool) -> Any:
+        """Encode one padded batch; the range flags of tensor inputs are fetched with the encoder's results
+        (no wait of their own) and refuse the batch if one is set."""
+        if self.backend.torch_native:
+            enc = self._runner.encode(self._to_backend(x), margins=self.margins, lanes=not self.legacy_streams,
+                                      timings=timings, choices=choices, checks=tuple(flags))
+            bad = any(bool(np.asarray(c).any()) for c in enc.checks)
+        else:
+            host = x.detach().cpu().numpy()  # the one copy to the host these backends need anyway
+            bad = any(bool(f) for f in flags)
+            if not bad:
+                enc = self._runner.encode(self.backend.from_host(host), margins=self.margins,
+                                          lanes=not self.legacy_streams, timings=timings, choices=choices)
+        if bad:
+            raise InputError(OUT_OF_RANGE)
+        return enc
+
     def _to_backend(self, x: torch.Tensor) -> Any:
         if self.backend.torch_native:  # stays on the device: no host round trip for CUDA inputs
             return x.to(self.backend.device)
@@ -184,7 +204,9 @@ class Codec:
                 raise error(problem)
         for members in self._batches(sizes):
             ph, pw = padded_size(*sizes[members[0]])
-            problem = memory_problem(self.program.config, ph, pw, len(members), self.memory, what)
+            # on a CUDA device the stages' tensors live in device memory: admit against what it has free
+            problem = memory_problem(self.program.config, ph, pw, len(members), self.memory, what,
+                                     available_device_memory(self.backend.device))
             if problem:
                 raise error(problem)
 
@@ -196,29 +218,43 @@ class Codec:
         return x, n
 
     # ------------------------------------------------------------------ API
-    def compress(self, images: Any) -> bytes | list[bytes]:
-        """One image -> its stream; a list of images -> a list of streams."""
-        single = not isinstance(images, (list, tuple))
-        results = self.compress_detailed([images] if single else list(images))
+    def compress(self, images: Any, *, stream: Any = None) -> bytes | list[bytes]:
+        """One image -> its stream; a list of images, or a 4-D batch (``[N, C, H, W]``/``[N, H, W, C]``, N > 1)
+        -> a list of streams. Images: PIL, NumPy or torch, uint8/uint16 or floats in [0, 1], ``[H, W, C]`` or
+        ``[C, H, W]``, or any array with ``__dlpack__`` (read in place on its device). ``stream``: the CUDA
+        stream to queue the work on (see :meth:`_on_stream`; default the caller's current stream)."""
+        batch = split_batch(images)
+        single = not isinstance(images, (list, tuple)) and (batch is None or len(batch) == 1)
+        items = list(batch) if batch is not None else ([images] if single else list(images))
+        results = self.compress_detailed(items, stream=stream)
         return results[0].stream if single else [r.stream for r in results]
 
-    def compress_detailed(self, images: Sequence[Any], symbols: bool = False) -> list[CompressResult]:
+    def compress_detailed(self, images: Sequence[Any], symbols: bool = False,
+                          timings: bool = False, *, stream: Any = None) -> list[CompressResult]:
         """Compress a list of images; each result carries its stream, bits per pixel and timings (and, with
-        ``symbols``, the encoder's symbols, CDF indexes and choices)."""
+        ``symbols``, the encoder's symbols, CDF indexes and choices). ``timings``: wait for each stage to time
+        it (on a GPU the per-stage times are otherwise only the time to queue them; the host waits once per
+        batch)."""
+        with self._on_stream(stream):
+            return self._compress(images, symbols, timings, self._lock)
+
+    def _compress(self, images: Sequence[Any], symbols: bool, timings: bool,
+                  lock: AbstractContextManager) -> list[CompressResult]:
         self._check_size([image_size(img) for img in images], "image")
-        converted = [to_tensor(img, alpha=self.alpha) for img in images]
+        converted = [to_tensor(img, alpha=self.alpha, check=False) for img in images]
         results: list[CompressResult | None] = [None] * len(converted)
         for members in self._batches([(t.shape[1], t.shape[2]) for t, _ in converted]):
             x, real = self._fill(torch.cat([pad_image(converted[i][0].unsqueeze(0))[0] for i in members]))
+            flags = [converted[i][1].pending for i in members if converted[i][1].pending is not None]
             start = time.perf_counter()
-            with self._lock:
-                enc = self._runner.encode(self._to_backend(x), margins=self.margins, lanes=not self.legacy_streams)
+            with lock:
+                enc = self._encode(x, flags, timings, symbols)
             total = time.perf_counter() - start
-            timings = {**enc.timings.as_dict(), "total": total, "batch": real}
+            stats = {**enc.timings.as_dict(), "total": total, "batch": real}
             for j, i in enumerate(members):
                 t, info = converted[i]
                 side = enc.side[j].to_bytes() if enc.side and enc.side[j] else b""
-                timings_j = {**timings, "signalled": enc.side[j].count if enc.side else 0, "side_bytes": len(side)}
+                timings_j = {**stats, "signalled": enc.side[j].count if enc.side else 0, "side_bytes": len(side)}
                 box = container.Container(self._fp, t.shape[1], t.shape[2], info.channels, info.bit_depth,
                                           enc.z_strings[j], enc.y_strings[j], side, lanes=not self.legacy_streams)
                 result = CompressResult(box.to_bytes(), t.shape[1], t.shape[2], timings_j)
@@ -231,50 +267,162 @@ class Codec:
         return [r for r in results if r is not None]
 
     def decompress(self, streams: bytes | Sequence[bytes], kind: str = "pil", device: str | None = None,
-                   partial: bool = False) -> Any:
-        """One stream -> one image; a list -> a list. ``kind``: ``"pil"``, ``"numpy"`` or ``"torch"`` (on
-        ``device``, default the backend's). Greyscale and 16-bit originals come back as such. ``partial``: a
-        stream may be truncated (the first bytes of a version 3 file): it decodes as far as it goes, the rest of
-        the image predicted from what was decoded (see :meth:`decompress_progressive`)."""
+                   partial: bool = False, *, stream: Any = None, dtype: Any = None, layout: str | None = None) -> Any:
+        """One stream -> one image; a list -> a list. ``kind``: ``"pil"``, ``"numpy"``, ``"torch"`` or
+        ``"dlpack"`` (the last two stay on ``device``, default the backend's: no host copy). Greyscale and 16-bit
+        originals come back as such. ``dtype`` (``torch.uint8`` or a float dtype) and ``layout`` (``"CHW"`` or
+        ``"HWC"``) shape torch and dlpack outputs: torch defaults to float32 CHW, dlpack (a contiguous tensor any
+        ``from_dlpack`` reads in place) to uint8 HWC. ``partial``: a stream may be truncated (the first bytes of
+        a version 3 file): it decodes as far as it goes, the rest of the image predicted from what was decoded
+        (see :meth:`decompress_progressive`). ``stream``: as for :meth:`compress`."""
         single = isinstance(streams, (bytes, bytearray, memoryview))
         items = [bytes(streams)] if single else [bytes(s) for s in streams]
-        results = self.decompress_detailed(items, kind, device, partial=partial)
+        results = self.decompress_detailed(items, kind, device, partial=partial, stream=stream, dtype=dtype,
+                                           layout=layout)
         return results[0].image if single else [r.image for r in results]
 
     def decompress_detailed(self, streams: Sequence[bytes], kind: str = "pil", device: str | None = None,
-                            symbols: bool = False, partial: bool = False) -> list[DecompressResult]:
+                            symbols: bool = False, partial: bool = False,
+                            timings: bool = False, *, stream: Any = None, dtype: Any = None,
+                            layout: str | None = None) -> list[DecompressResult]:
         """Decompress a list of streams; each result carries its image, timings and ``steps`` (the coding steps
         decoded from the stream: 11 unless ``partial`` and truncated); with ``symbols``, also the symbols, CDF
-        indexes and choices the decoder read and took."""
-        if kind not in ("pil", "numpy", "torch"):
-            raise InputError(f"kind must be pil, numpy or torch, not {kind!r}")
+        indexes and choices the decoder read and took. ``timings``: wait for each stage to time it."""
+        with self._on_stream(stream):
+            return self._decompress(streams, kind, device, symbols, partial, timings, self._lock, dtype, layout)
+
+    def _decompress(self, streams: Sequence[bytes], kind: str, device: str | None, symbols: bool, partial: bool,
+                    timings: bool, lock: AbstractContextManager, dtype: Any = None,
+                    layout: str | None = None) -> list[DecompressResult]:
+        self._check_kind(kind, dtype, layout)
         boxes = [container.parse(s, self._fp, partial=partial) for s in streams]
         self._check_size([(b.height, b.width) for b in boxes], "stream")
         results: list[DecompressResult | None] = [None] * len(boxes)
         for members in self._batches([(b.height, b.width) for b in boxes]):
             group = [boxes[i] for i in members]
             start = time.perf_counter()
-            with self._lock:
-                dec = next(self._decode(group, partial=partial))
-            self._finish(dec, group, members, results, kind, device, symbols, time.perf_counter() - start)
+            with lock:
+                dec = next(self._decode(group, partial=partial, timings=timings, choices=symbols))
+            self._finish(dec, group, members, results, kind, device, symbols, time.perf_counter() - start,
+                         dtype, layout)
         return [r for r in results if r is not None]
 
+    @staticmethod
+    def _check_fill(fill: str) -> None:
+        if fill not in ("hyperprior", "context"):
+            raise InputError(f"fill must be 'hyperprior' or 'context', not {fill!r}")
+
+    @staticmethod
+    def _check_kind(kind: str, dtype: Any, layout: str | None) -> None:
+        if kind not in ("pil", "numpy", "torch", "dlpack"):
+            raise InputError(f"kind must be pil, numpy, torch or dlpack, not {kind!r}")
+        if (dtype is not None or layout is not None) and kind not in ("torch", "dlpack"):
+            raise InputError("dtype and layout choose torch and dlpack outputs; numpy and pil keep the original's")
+        if dtype is not None and not (dtype == torch.uint8 or (isinstance(dtype, torch.dtype)
+                                                               and dtype.is_floating_point)):
+            raise InputError(f"dtype must be torch.uint8 or a torch float dtype, not {dtype!r}")
+        if layout not in (None, "CHW", "HWC"):
+            raise InputError(f"layout must be 'CHW' or 'HWC', not {layout!r}")
+
+    # ------------------------------------------------------------------ batches in flight
+    def compress_many(self, images: Iterable[Any], in_flight: int = 2, batch: int | None = None, *,
+                      stream: Any = None) -> Iterator[bytes]:
+        """Streams of ``images`` (any iterable, read as it goes), in order, with up to ``in_flight`` batches of
+        ``batch`` images (default ``max_batch``) in progress at once on this codec's one backend (one copy of
+        the weights), so that one batch's host entropy coding overlaps the next one's network. Each batch is
+        coded as ``compress(list)`` codes it: the streams are those of ``compress`` on the same batches.
+
+        On a backend whose runs may not overlap (``backend.concurrent`` false: TensorRT, whose execution
+        contexts are not re-entrant) the batches still pipeline through the threads but run one at a time."""
+        def work(chunk: list[Any]) -> list[bytes]:
+            with self._on_stream(stream):  # the current stream is per thread: set it in the worker
+                return [r.stream for r in self._compress(chunk, False, False, self._flight_lock())]
+
+        yield from self._in_flight(images, work, in_flight, batch)
+
+    def decompress_many(self, streams: Iterable[bytes], in_flight: int = 2, kind: str = "pil",
+                        device: str | None = None, batch: int | None = None, *, stream: Any = None,
+                        dtype: Any = None, layout: str | None = None) -> Iterator[Any]:
+        """Images of ``streams``, in order, with up to ``in_flight`` batches in progress at once (see
+        :meth:`compress_many`); each as ``decompress(stream, kind=kind, device=device, dtype=dtype,
+        layout=layout)`` returns it."""
+        self._check_kind(kind, dtype, layout)
+        def work(chunk: list[bytes]) -> list[Any]:
+            with self._on_stream(stream):
+                results = self._decompress([bytes(s) for s in chunk], kind, device, False, False, False,
+                                           self._flight_lock(), dtype, layout)
+            return [r.image for r in results]
+
+        yield from self._in_flight(streams, work, in_flight, batch)
+
+    def _on_stream(self, stream: Any) -> AbstractContextManager:
+        """Queue device work on the caller's CUDA ``stream``: a ``torch.cuda.Stream``, an object with a
+        ``cuda_stream`` or ``ptr`` handle (CuPy), or a raw ``cudaStream_t`` as an int. None: the current stream,
+        which the torch and TensorRT backends use anyway (the host then waits on that stream only, never on the
+        whole device). ONNX Runtime's CUDA provider runs on the stream its sessions were opened with."""
+        if stream is None:
+            return nullcontext()
+        if not str(self.backend.device).startswith("cuda") or not self.backend.torch_native:
+            raise InputError(f"stream= needs a CUDA device on the torch or tensorrt backend, not {self.backend.name} "
+                             f"on {self.backend.device}")
+        if not isinstance(stream, torch.cuda.Stream):
+            handle = stream if isinstance(stream, int) else getattr(stream, "cuda_stream", None)
+            handle = getattr(stream, "ptr", None) if handle is None else handle
+            if not isinstance(handle, int):
+                raise InputError(f"stream must be a torch.cuda.Stream, a CUDA stream handle or an object with "
+                                 f"one (cuda_stream, ptr), not {type(stream).__name__}")
+            stream = torch.cuda.ExternalStream(handle, device=self.backend.device)
+        return torch.cuda.stream(stream)
+
+    def _flight_lock(self) -> AbstractContextManager:
+        return nullcontext() if self.backend.concurrent else self._lock
+
+    def _in_flight(self, items: Iterable[Any], work, in_flight: int, batch: int | None) -> Iterator[Any]:
+        """``work`` over consecutive chunks of ``items`` on ``in_flight`` threads; results in order. An error
+        stops the iteration at its chunk (the chunks before it have been yielded)."""
+        if not isinstance(in_flight, int) or in_flight < 1:
+            raise InputError(f"in_flight must be a positive number of batches, not {in_flight!r}")
+        size = batch or self.max_batch
+        if not isinstance(size, int) or size < 1:
+            raise InputError(f"batch must be a positive number of images, not {batch!r}")
+        source = iter(items)
+
+        def chunks() -> Iterator[list[Any]]:
+            while True:
+                chunk = [item for _, item in zip(range(size), source)]
+                if not chunk:
+                    return
+                yield chunk
+
+        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="hpcm-flight") as pool:
+            pending: deque = deque()
+            for chunk in chunks():
+                pending.append(pool.submit(work, chunk))
+                if len(pending) >= in_flight:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+
     def decompress_progressive(self, stream: bytes, every: str = "scale", kind: str = "pil",
-                               device: str | None = None, partial: bool = True) -> Any:
+                               device: str | None = None, partial: bool = True, fill: str = "context") -> Any:
         """Progressive decoding: yields :class:`DecompressResult` previews, coarse to fine, then the full image.
 
         ``every="scale"``: after scales 1 and 2 (2 and 5 of the 11 coding steps); ``"step"``: after each step.
-        Each preview decodes the steps so far exactly and fills the positions not yet decoded with the means the
-        context model predicts for them; ``result.steps`` says how many steps it holds. A truncated stream
-        (``partial``, the default here) yields the previews its bytes reach and then its best image."""
+        Each preview decodes the steps so far exactly and fills the positions not yet decoded: ``fill=
+        "context"`` (the default) with the means the context model predicts, running every later step's network
+        (60-80 % of a full decode's time); ``fill="hyperprior"`` from the hyperprior's parameters, running only
+        the synthesis (14-18 %), but 3-10 dB worse today (scripts/bench_pipeline.py). ``result.steps`` says how
+        many steps a preview holds. A truncated stream (``partial``, the default here) yields the previews its
+        bytes reach and then its best image."""
         if every not in ("scale", "step"):
             raise InputError(f"every must be 'scale' or 'step', not {every!r}")
+        self._check_fill(fill)
         box = container.parse(bytes(stream), self._fp, partial=partial)
         self._check_size([(box.height, box.width)], "stream")
         after = (2, 5) if every == "scale" else tuple(range(1, 11))
         start = time.perf_counter()
         with self._lock:
-            decodes = list(self._decode([box], after=after, partial=partial))
+            decodes = list(self._decode([box], after=after, partial=partial, fill=fill))
         seconds = time.perf_counter() - start
         # a truncated stream makes the previews past its end the same image: keep one per step count
         last = {dec.steps[0]: n for n, dec in enumerate(decodes)}
@@ -287,10 +435,11 @@ class Codec:
             yield out[0]
 
     def preview(self, stream: bytes, steps: int, kind: str = "pil", device: str | None = None,
-                partial: bool = True) -> DecompressResult:
+                partial: bool = True, fill: str = "context") -> DecompressResult:
         """The image after the first ``steps`` of the 11 coding steps (2: end of scale 1, 5: end of scale 2),
         decoding only as far as that; the positions not yet decoded take their predicted means. A truncated
-        stream gives what its bytes reach (``result.steps``)."""
+        stream gives what its bytes reach (``result.steps``). ``fill``: as for :meth:`decompress_progressive`."""
+        self._check_fill(fill)
         total = len(self.program.code_steps)
         if not 1 <= steps <= total:
             raise InputError(f"a preview holds 1 ... {total} coding steps, not {steps}")
@@ -298,7 +447,7 @@ class Codec:
         self._check_size([(box.height, box.width)], "stream")
         start = time.perf_counter()
         with self._lock:
-            decodes = self._decode([box], after=(steps,) if steps < total else (), partial=partial)
+            decodes = self._decode([box], after=(steps,) if steps < total else (), partial=partial, fill=fill)
             dec = next(decodes)
             decodes.close()  # the rest of the stream is not decoded
         out: list[DecompressResult | None] = [None]
@@ -307,7 +456,7 @@ class Codec:
         return out[0]
 
     def _decode(self, group: list[container.Container], after: tuple[int, ...] = (),
-                partial: bool = False) -> Any:
+                partial: bool = False, timings: bool = False, choices: bool = False, fill: str = "context") -> Any:
         """Run the decoder on streams of one padded size (filled up to a fixed export batch)."""
         size = padded_size(group[0].height, group[0].width)
         y_strings, z_strings = [b.y for b in group], [b.z for b in group]
@@ -321,20 +470,25 @@ class Codec:
             raise BitstreamError("streams of different versions cannot be decoded as one batch")
         try:
             yield from self._runner.decode_previews(y_strings, z_strings, z_grid(size), after, side=side,
-                                                    lanes=lanes, partial=partial)
+                                                    lanes=lanes, partial=partial, timings=timings,
+                                                    choices=choices, fill=fill)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"stream could not be decoded ({str(exc).splitlines()[0]})") from None
 
     def _finish(self, dec: Decoded, group: list[container.Container], members: list[int], results: list,
-                kind: str, device: str | None, symbols: bool, seconds: float) -> None:
+                kind: str, device: str | None, symbols: bool, seconds: float, dtype: Any = None,
+                layout: str | None = None) -> None:
         """Crop and convert the decoded batch into one result per image."""
-        x_hat = dec.x_hat if isinstance(dec.x_hat, torch.Tensor) else torch.from_numpy(
-            np.asarray(self.backend.to_host(dec.x_hat)))
+        if kind in ("torch", "dlpack") and isinstance(dec.x_hat, torch.Tensor):
+            x_hat = dec.x_hat  # stays where it is
+        else:  # the batch crosses to the host in one wait
+            x_hat = torch.from_numpy(np.asarray(self.backend.fetch([dec.x_hat])[0]))
         timings = {**dec.timings.as_dict(), "total": seconds, "batch": len(members)}
         for j, i in enumerate(members):
             box = group[j]
             img = crop_image(x_hat[j:j + 1], (box.height, box.width))[0]
-            info = ImageInfo(kind, box.channels, box.bit_depth, device=device or self.backend.device)
+            info = ImageInfo(kind, box.channels, box.bit_depth, device=device or self.backend.device, dtype=dtype,
+                             layout=layout)
             result = DecompressResult(from_tensor(img, info), box.height, box.width, timings, steps=dec.steps[j])
             if symbols:
                 result.symbols = [s[j] for s in dec.symbols]

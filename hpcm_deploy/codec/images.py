@@ -31,7 +31,7 @@ and becomes RGB on any other colour. The stream does not record the alpha or the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,9 @@ class ImageInfo:
     channels: int  # 1 or 3
     bit_depth: int  # 8 or 16 bits per integer sample, 32 for floats in [0, 1]
     device: str = "cpu"
+    pending: Any = field(default=None, compare=False, repr=False)  # to_tensor(check=False): out-of-range flag
+    dtype: Any = None  # torch/dlpack outputs: torch.uint8 or a float dtype (default: float32 for torch, uint8 dlpack)
+    layout: str | None = None  # torch/dlpack outputs: "CHW" or "HWC" (default: CHW for torch, HWC for dlpack)
 
 
 #: The ``alpha`` choices, as error messages name them.
@@ -61,6 +64,8 @@ ALPHA_CHOICES = "refuse, drop or a background colour (white, black, #rrggbb)"
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 Background = tuple[int, int, int]
+
+OUT_OF_RANGE = "tensors must hold values in [0, 1]"
 
 
 def parse_alpha(alpha: Any) -> None | str | Background:
@@ -89,9 +94,13 @@ def parse_alpha(alpha: Any) -> None | str | Background:
     raise InputError(f"alpha must be {ALPHA_CHOICES}, or an (r, g, b) tuple of 0-255, not {alpha!r}")
 
 
-def to_tensor(image: Any, alpha: Any = "refuse") -> tuple[torch.Tensor, ImageInfo]:
+def to_tensor(image: Any, alpha: Any = "refuse", check: bool = True) -> tuple[torch.Tensor, ImageInfo]:
     """``([3, H, W] float32 in [0, 1] on the image's device, how to return it)``. ``alpha``: what to do with an
-    alpha channel (``"refuse"``, ``"drop"`` or a background colour; see the module docstring)."""
+    alpha channel (``"refuse"``, ``"drop"`` or a background colour; see the module docstring).
+
+    ``check=False`` leaves the range check of a torch tensor to the caller: instead of three host round trips
+    now, ``info.pending`` holds a device flag (true: a value is not finite or outside [0, 1]) to fetch later
+    with other results."""
     choice = parse_alpha(alpha)
     try:
         from PIL import Image
@@ -102,21 +111,57 @@ def to_tensor(image: Any, alpha: Any = "refuse") -> tuple[torch.Tensor, ImageInf
     if isinstance(image, np.ndarray):
         return _from_numpy(image, choice)
     if isinstance(image, torch.Tensor):
-        return _from_torch(image)
-    raise InputError(f"cannot code a {type(image).__name__}: pass a PIL image, a NumPy array or a torch tensor")
+        return _from_torch(image, check)
+    device_array = as_torch(image)
+    if device_array is not None:
+        return _from_torch(device_array, check)
+    raise InputError(f"cannot code a {type(image).__name__}: pass a PIL image, a NumPy array, a torch tensor or "
+                     "an array with __dlpack__ (CuPy, JAX, nvImageCodec)")
+
+
+def as_torch(image: Any) -> torch.Tensor | None:
+    """A torch view of any other array with ``__dlpack__`` or ``__cuda_array_interface__`` (same memory, same
+    device: no copy), or None."""
+    if isinstance(image, (torch.Tensor, np.ndarray)):
+        return None
+    try:
+        if hasattr(image, "__dlpack__"):
+            return torch.from_dlpack(image)
+        if hasattr(image, "__cuda_array_interface__"):
+            return torch.as_tensor(image, device="cuda")
+    except (RuntimeError, TypeError, BufferError) as exc:
+        raise InputError(f"cannot read a {type(image).__name__} through DLPack ({str(exc).splitlines()[0]})") from None
+    return None
+
+
+def split_batch(image: Any) -> list[Any] | None:
+    """The images of a 4-D batch (``[N, C, H, W]`` or ``[N, H, W, C]``; tensors, arrays, DLPack objects) as
+    views, or None when ``image`` is not a batch. A batch of one is a batch too."""
+    if isinstance(image, np.ndarray) or isinstance(image, torch.Tensor):
+        array = image
+    else:
+        array = as_torch(image) if hasattr(image, "__dlpack__") or hasattr(image, "__cuda_array_interface__") else None
+    if array is None or array.ndim != 4:
+        return None
+    return [array[i] for i in range(array.shape[0])]
 
 
 def image_size(image: Any) -> tuple[int, int]:
     """``(height, width)`` of an image the codec accepts, without converting it (so a size limit can refuse it
     before anything is allocated); ``(0, 0)`` for something that is not an image (conversion refuses it)."""
+    if not isinstance(image, (np.ndarray, torch.Tensor)) and (hasattr(image, "__dlpack__")
+                                                             or hasattr(image, "__cuda_array_interface__")):
+        image = as_torch(image)
     if isinstance(image, (np.ndarray, torch.Tensor)):
-        if image.ndim == 2:
-            return int(image.shape[0]), int(image.shape[1])
-        if image.ndim == 3:  # [H, W, C] arrays, [C, H, W] tensors
-            return (int(image.shape[0]), int(image.shape[1])) if isinstance(image, np.ndarray) else (
-                int(image.shape[1]), int(image.shape[2]))
-        if image.ndim == 4 and isinstance(image, torch.Tensor):
-            return int(image.shape[2]), int(image.shape[3])
+        shape = tuple(int(v) for v in image.shape)
+        if len(shape) == 4 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) == 2:
+            return shape
+        if len(shape) == 3:  # [H, W, C] arrays, [C, H, W] tensors, and the other layout where unambiguous
+            hwc = shape[0] not in (1, 3) and shape[2] in (1, 3, 4) if isinstance(image, torch.Tensor) else not (
+                shape[0] in (1, 3) and shape[2] not in (1, 3, 4))
+            return (shape[0], shape[1]) if hwc else (shape[1], shape[2])
         return 0, 0
     size = getattr(image, "size", None)  # PIL: (width, height)
     if isinstance(size, tuple) and len(size) == 2:
@@ -168,6 +213,8 @@ def _from_pil(img, alpha: None | str | Background = None) -> tuple[torch.Tensor,
 
 
 def _from_numpy(a: np.ndarray, alpha: None | str | Background = None) -> tuple[torch.Tensor, ImageInfo]:
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)  # [C, H, W]
     if a.ndim == 3 and a.shape[2] == 4:
         if alpha is None:
             raise _refuse_alpha("array of shape [H, W, 4]")
@@ -224,27 +271,52 @@ def _apply_alpha(a: np.ndarray, alpha: str | Background) -> np.ndarray:
     return np.ascontiguousarray(out[..., 0] if out.shape[2] == 1 else out)
 
 
-def _from_torch(t: torch.Tensor) -> tuple[torch.Tensor, ImageInfo]:
+def _from_torch(t: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, ImageInfo]:
     if t.dim() == 4 and t.shape[0] == 1:
         t = t[0]
+    if t.dim() == 2:
+        t = t[None]
+    if t.dim() == 3 and t.shape[0] not in (1, 3) and t.shape[2] in (1, 3):
+        t = t.permute(2, 0, 1)  # [H, W, C] (channels last): a view
     if t.dim() != 3 or t.shape[0] not in (1, 3):
-        raise InputError(f"tensor of shape {tuple(t.shape)} is not an image: expected [3, H, W] or [1, H, W]")
-    if not t.is_floating_point():
-        raise InputError(f"tensor dtype {t.dtype} is not supported: use floats in [0, 1]")
+        raise InputError(f"tensor of shape {tuple(t.shape)} is not an image: expected [3, H, W], [1, H, W], "
+                         "[H, W, 3] or [H, W]")
     _check_size(t.shape[1], t.shape[2])
+    channels = t.shape[0]
+    if t.dtype == torch.uint8:  # whole samples: always in range, nothing to check
+        x = t.detach().float().div_(255.0)
+        return (x.expand(3, -1, -1) if channels == 1 else x).contiguous(), ImageInfo("torch", channels, 8,
+                                                                                      device=str(t.device))
+    if not t.is_floating_point():
+        raise InputError(f"tensor dtype {t.dtype} is not supported: use uint8 or floats in [0, 1]")
     t = t.detach().float()
-    if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
-        raise InputError("tensors must hold values in [0, 1]")
+    pending = None
+    if check:
+        if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+            raise InputError(OUT_OF_RANGE)
+    else:
+        pending = (~torch.isfinite(t) | (t < 0) | (t > 1)).any()  # stays on the device: no wait here
     channels = t.shape[0]
     return (t.expand(3, -1, -1) if channels == 1 else t).contiguous(), ImageInfo("torch", channels, 32,
-                                                                                  device=str(t.device))
+                                                                                  device=str(t.device),
+                                                                                  pending=pending)
 
 
 def from_tensor(x: torch.Tensor, info: ImageInfo) -> Any:
-    """A decoded ``[3, H, W]`` in [0, 1] as the kind described by ``info``."""
-    if info.kind == "torch":
-        out = x.mean(0, keepdim=True) if info.channels == 1 else x
-        return out.to(info.device)
+    """A decoded ``[3, H, W]`` in [0, 1] as the kind described by ``info``. ``"torch"`` and ``"dlpack"`` stay
+    on the device (a ``"dlpack"`` result is a contiguous torch tensor, which any ``from_dlpack`` reads in place);
+    uint8 samples are rounded as the NumPy and PIL outputs round them."""
+    if info.kind in ("torch", "dlpack"):
+        out = (x.mean(0, keepdim=True) if info.channels == 1 else x).to(info.device)
+        dtype = info.dtype if info.dtype is not None else (torch.uint8 if info.kind == "dlpack" else None)
+        if dtype == torch.uint8:
+            out = torch.clamp(torch.round(out * 255.0), 0, 255).to(torch.uint8)
+        elif dtype is not None:
+            out = out.to(dtype)
+        layout = info.layout or ("HWC" if info.kind == "dlpack" else "CHW")
+        if layout == "HWC":
+            out = out.permute(1, 2, 0)
+        return out.contiguous() if info.kind == "dlpack" else out
     a = x.detach().cpu().numpy().transpose(1, 2, 0)
     if info.channels == 1:
         a = a.mean(axis=2)

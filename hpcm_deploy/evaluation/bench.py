@@ -120,9 +120,10 @@ def bench(export: str, backends: list[str], size: tuple[int, int] = (512, 768), 
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with PeakMemory() as mem:
-            enc_t, enc_r = _repeat(lambda c=codec: c.compress_detailed([image])[0], repeat, warmup)
+            enc_t, enc_r = _repeat(lambda c=codec: c.compress_detailed([image], timings=True)[0], repeat, warmup)
             stream = enc_r[0].stream
-            dec_t, dec_r = _repeat(lambda c=codec, s=stream: c.decompress_detailed([s])[0], repeat, warmup)
+            dec_t, dec_r = _repeat(lambda c=codec, s=stream: c.decompress_detailed([s], timings=True)[0], repeat,
+                                   warmup)
         stages_e = {s: summary([r.timings["stages"].get(s, 0.0) for r in enc_r])
                     for s in enc_r[0].timings["stages"]}
         stages_d = {s: summary([r.timings["stages"].get(s, 0.0) for r in dec_r])

@@ -198,9 +198,11 @@ class PreviewPoint:
     seconds: float  # decoding a preview of this many steps alone (Codec.preview)
 
 
-def progressive_points(codec: Codec, image: np.ndarray, every: str = "step") -> list[PreviewPoint]:
+def progressive_points(codec: Codec, image: np.ndarray, every: str = "step",
+                       fill: str = "context") -> list[PreviewPoint]:
     """What a progressive decoder shows of ``image`` after each coding step (or scale): the bytes it needs, the
-    PSNR of its preview, and how long decoding just that preview takes."""
+    PSNR of its preview, and how long decoding just that preview takes. ``fill``: the preview's
+    (``Codec.preview``); ``"context"``, the one the documented figures were measured with."""
     stream = codec.compress(image)
     box = parse(stream)
     full = codec.decompress_detailed([stream], kind="numpy", symbols=True)[0]
@@ -211,7 +213,7 @@ def progressive_points(codec: Codec, image: np.ndarray, every: str = "step") -> 
     wanted = range(1, 12) if every == "step" else (2, 5, 11)
     for steps in wanted:
         start = time.perf_counter()
-        preview = codec.preview(stream, steps, kind="numpy")
+        preview = codec.preview(stream, steps, kind="numpy", fill=fill)
         seconds = time.perf_counter() - start
         needed = before_y + full.offsets[steps - 1]
         points.append(PreviewPoint(steps, needed, 8 * needed / px, psnr(image, preview.image), seconds))

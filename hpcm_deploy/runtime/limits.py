@@ -40,6 +40,22 @@ def available_memory() -> int:
         return total_memory() // 2
 
 
+def available_device_memory(device: str) -> int | None:
+    """Free memory of a CUDA ``device`` (what the driver reports, plus what PyTorch's caching allocator holds
+    unused and would hand out again); None for the CPU or where it cannot be asked."""
+    if not str(device).startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        dev = torch.device(device)
+        cached = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+        return int(free + max(cached, 0))
+    except (ImportError, RuntimeError, AssertionError, ValueError):
+        return None
+
+
 def default_tile_budget() -> int:
     """The default budget of ``g_a``/``g_s`` working memory: 1 GiB, or a quarter of a smaller machine."""
     return min(DEFAULT_TILE_BUDGET, total_memory() // 4)

@@ -30,6 +30,7 @@ from ..entropy.tables import EntropyTables
 from ..errors import BitstreamError
 from ..stages.program import CodingProgram, Op
 from .decisions import Margins, SideInfo, near_edges
+from .preview import FILLS, PreviewFill
 from .tile_memory import choose_tile
 from .tiling import LATTICE_ALIGN, run_tiled, stage_plan
 
@@ -45,6 +46,7 @@ class Timings:
     entropy: float = 0.0  # rANS coding, CDF indexes included
     transfer: float = 0.0  # device <-> host copies
     host: float = 0.0  # other host work per step (quantisation, signalled decisions)
+    timed: bool = False  # stages were waited for one by one (network times are device times)
 
     def as_dict(self) -> dict[str, Any]:
         return {"network": self.network, "entropy": self.entropy, "transfer": self.transfer, "host": self.host,
@@ -63,6 +65,7 @@ class Encoded:
     state: dict[str, Any] | None = None  # every named tensor, when captured
     side: list[SideInfo] = field(default_factory=list)  # per image, when decisions are signalled
     choices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # step -> (slots, gaps)
+    checks: list[np.ndarray] = field(default_factory=list)  # the ``checks`` flags handed to encode, fetched
 
 
 @dataclass
@@ -89,8 +92,12 @@ class ProgramRunner:
         self._indexes = lanes.ScaleIndexer(tables.scale_edges)
         self._free_enc = program.last_use(program.encode, encoding=True)
         self._free_dec = program.last_use(program.decode, encoding=False)
+        self._free_preview = program.last_use(program.decode, encoding=False, keep=frozenset({"params"}))
+        self._fill = PreviewFill(backend, program.config.M)
+        self._placing = {spec.places: spec for spec in program.stages.values() if spec.places}
         self._z_channel = np.arange(program.config.N, dtype=np.int32)[:, None, None]
         self._tiles: dict[tuple, Any] = {}
+        self._unforced: dict[tuple, Any] = {}  # (stage, batch) -> device tensor of -1: the stage decides
         self._untileable_warned = False
 
     # ------------------------------------------------------------------ stages
@@ -124,6 +131,8 @@ class ProgramRunner:
         return {key: plan for key, plan in self._tiles.items() if plan is not None}
 
     def _run_stage(self, name: str, state: dict[str, Any], t: Timings) -> None:
+        """Queue one stage. Only with ``t.timed`` does the host wait for it (to time it); otherwise the stage
+        runs on while the host goes on queueing or coding."""
         spec = self.program.stages[name]
         inputs = [state[k] for k in spec.inputs]
         plan = self._tile_plan(name, inputs)
@@ -134,15 +143,20 @@ class ProgramRunner:
             with self.backend.stream_context():
                 outputs = [run_tiled(lambda *w: self.backend.run(name, list(w))[0],
                                      tuple(inputs) if len(inputs) > 1 else inputs[0], plan)]
-        self.backend.synchronize()
+        if t.timed:
+            self.backend.synchronize()
         elapsed = time.perf_counter() - start
         t.stages[name] += elapsed
         t.network += elapsed
         state.update(zip(spec.outputs, outputs))
 
     def _host(self, tensor: Any, t: Timings) -> np.ndarray:
+        return self._fetch([tensor], t)[0]
+
+    def _fetch(self, tensors: list[Any], t: Timings) -> list[np.ndarray]:
+        """Tensors to the host with one wait (the only place the host waits for the device, timings aside)."""
         start = time.perf_counter()
-        out = self.backend.to_host(tensor)
+        out = self.backend.fetch(tensors)
         t.transfer += time.perf_counter() - start
         return out
 
@@ -160,9 +174,15 @@ class ProgramRunner:
 
     def _force(self, stage: str, batch: int, forced: list[np.ndarray | None], t: Timings) -> Any:
         """The ``topk_force`` input of a stage: given slots per image, -1 where the stage decides itself. Slots
-        from a stream are checked: distinct, and among the slots the stage's query can choose."""
+        from a stream are checked: distinct, and among the slots the stage's query can choose. Without any given
+        slot, a device tensor of -1 made once per (stage, batch) is reused: nothing crosses."""
         spec = self.program.stages[stage]
         k = self.program.tensors[f"topk_force.{stage}"].shape[1]
+        if all(slots is None for slots in forced):
+            key = (stage, batch)
+            if key not in self._unforced:
+                self._unforced[key] = self._device(np.full((batch, k), -1, dtype=np.int64), t)
+            return self._unforced[key]
         valid = self.program.query_valid(spec)
         array = np.full((batch, k), -1, dtype=np.int64)
         for b, slots in enumerate(forced):
@@ -180,46 +200,80 @@ class ProgramRunner:
         state[f"topk_force.{spec.name}"] = self._force(spec.name, batch, forced, t)
 
     # ------------------------------------------------------------------ encode
-    def encode(self, x: Any, capture: bool = False, margins: Margins | None = None, lanes: bool = True) -> Encoded:
+    def encode(self, x: Any, capture: bool = False, margins: Margins | None = None, lanes: bool = True,
+               timings: bool = False, choices: bool = True, checks: tuple[Any, ...] = ()) -> Encoded:
         """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``). With ``margins``, decisions near their
-        discontinuity are collected per image (``Encoded.side``). ``lanes=False`` writes CompressAI streams."""
-        t = Timings()
+        discontinuity are collected per image (``Encoded.side``). ``lanes=False`` writes CompressAI streams.
+
+        The encoder knows ``y``: every step's symbols are quantised on the device, so all stages are queued
+        without the host waiting once, and everything the host codes (z and y symbols, CDF indexes, and the
+        top-k choices where ``margins`` or ``choices`` records them) comes back in one fetch at the end.
+        ``timings``: wait after each stage to time it. ``checks``: device flags fetched with the rest; a true
+        one means the input was out of range (``Encoded.checks``, for the caller to act on)."""
+        t = Timings(timed=timings)
         state: dict[str, Any] = {"x": x}
         batch = int(x.shape[0])
         side = [SideInfo(margins) for _ in range(batch)] if margins is not None else []
-        choices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        symbols: list[np.ndarray] = []
-        indexes: list[np.ndarray] = []
-        z_sym = np.zeros(0, dtype=np.int32)
+        steps: list[tuple[Any, Any]] = []  # per coding step: (q, scales or CDF indexes)
+        decided: list[tuple[Any, Any, Any]] = []  # (spec, slots, gaps) of every recorded choice
+        z_q = None
         for i, op in enumerate(self.program.encode):
             if op.kind == "stage":
                 spec = self.program.stages[str(op.ref)]
                 if spec.choice:
                     self._choose(spec, state, batch, [], t)
                 self._run_stage(spec.name, state, t)
-                if spec.choice:
-                    self._record_choice(spec, state, side, choices, t)
+                if spec.choice and (side or choices):
+                    decided.append((spec, state[spec.choice], state[f"topk_gap.{spec.name}"]))
             elif op.kind == "code_z":
-                z_sym = self._host(state["z_q"], t).astype(np.int32)
+                z_q = state["z_q"]
             else:
-                sym, idx = self._quantize_step(op, state, t, side)
-                symbols.append(sym)
-                indexes.append(idx)
+                step = self.program.code_steps[int(op.ref)]
+                q = self.backend.quantize(state[step.y], state[step.means])
+                state[step.q] = q
+                # with margins the host needs the scales themselves (closeness to a bucket edge): it buckets them
+                # exactly as the decoder's host fallback; without, the device buckets them into int16
+                scales = state[step.scales]
+                steps.append((q, scales if side else self.backend.bucket(scales, self.tables.scale_edges)))
             self._free(state, self._free_enc.get(i), capture)
+        assert z_q is not None
+        wanted = [z_q, *(q for q, _ in steps), *(s for _, s in steps),
+                  *(x for _, a, b in decided for x in (a, b)), *checks]
+        host = self._fetch(wanted, t)
+        z_sym = host[0].astype(np.int32)
+        n = len(steps)
+        symbols = [h.astype(np.int32) for h in host[1:1 + n]]
+        indexes = []
+        start = time.perf_counter()
+        for s, h in enumerate(host[1 + n:1 + 2 * n]):
+            indexes.append(self._indexes(h) if side else h.astype(np.int32))
+            if side:
+                self._signal_scales(self.program.code_steps[s], h, indexes[-1], side)
+        t.host += time.perf_counter() - start
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        rest = host[1 + 2 * n:]
+        for j, (spec, _, _) in enumerate(decided):
+            self._record_choice(spec, rest[2 * j], rest[2 * j + 1], side, found)
         start = time.perf_counter()
         z_strings, y_strings = self._write(z_sym, symbols, indexes, lanes)
         t.entropy += time.perf_counter() - start
         return Encoded(y_strings, z_strings, (int(z_sym.shape[-2]), int(z_sym.shape[-1])), symbols, z_sym, t,
-                       indexes, state if capture else None, side, choices)
+                       indexes, state if capture else None, side, found, rest[2 * len(decided):])
 
-    def _record_choice(self, spec, state: dict[str, Any], side: list[SideInfo],
-                       choices: dict[int, tuple[np.ndarray, np.ndarray]], t: Timings) -> None:
-        slots = self._host(state[spec.choice], t)
-        gaps = self._host(state[f"topk_gap.{spec.name}"], t)
+    @staticmethod
+    def _record_choice(spec, slots: np.ndarray, gaps: np.ndarray, side: list[SideInfo],
+                       choices: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
         choices[spec.code_step] = (slots, gaps)
         for b, info in enumerate(side):
             if gaps[b] < info.margins.topk:
                 info.topk[spec.code_step] = slots[b].copy()
+
+    def _signal_scales(self, step, scales: np.ndarray, idx: np.ndarray, side: list[SideInfo]) -> None:
+        """Collect, per image, the CDF decisions of one step whose scale lies near a bucket edge."""
+        for b, info in enumerate(side):
+            flat = np.flatnonzero(near_edges(scales[b], self.tables.scale_edges, info.margins.scale))
+            if flat.size:
+                info.cdf[step.index] = (flat, idx[b].reshape(-1)[flat].copy())
 
     def _write(self, z_sym: np.ndarray, symbols: list[np.ndarray], indexes: list[np.ndarray],
                use_lanes: bool) -> tuple[list[bytes], list[bytes]]:
@@ -242,27 +296,6 @@ class ProgramRunner:
             y_strings.append(writer.finish())
         return z_strings, y_strings
 
-    def _quantize_step(self, op: Op, state: dict[str, Any], t: Timings,
-                       side: list[SideInfo]) -> tuple[np.ndarray, np.ndarray]:
-        """Symbols and CDF indexes of one step; the symbols go back to the device for the next stage."""
-        step = self.program.code_steps[int(op.ref)]
-        scales = self._host(state[step.scales], t)
-        means = self._host(state[step.means], t)
-        y = self._host(state[step.y], t)
-        start = time.perf_counter()
-        idx = self._indexes(scales)
-        t.entropy += time.perf_counter() - start
-        start = time.perf_counter()
-        q = np.round(y - means)  # float32 arithmetic and round-half-even, as torch.round on the device
-        sym = q.astype(np.int32)
-        for b, info in enumerate(side):
-            flat = np.flatnonzero(near_edges(scales[b], self.tables.scale_edges, info.margins.scale))
-            if flat.size:
-                info.cdf[step.index] = (flat, idx[b].reshape(-1)[flat].copy())
-        t.host += time.perf_counter() - start
-        state[step.q] = self._device(q, t)
-        return sym, idx
-
     # ------------------------------------------------------------------ decode
     def _readers(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int], use_lanes: bool,
                  partial: bool, t: Timings) -> tuple[np.ndarray, list[Any]]:
@@ -283,7 +316,7 @@ class ProgramRunner:
     def decode(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
                capture: bool = False, side: list[SideInfo | None] | None = None,
                replay: tuple[np.ndarray, list[np.ndarray]] | None = None, lanes: bool = True,
-               partial: bool = False) -> Decoded:
+               partial: bool = False, timings: bool = False, choices: bool = True) -> Decoded:
         """Decode one stream pair per image; all images share the padded size (``z_shape``). ``side`` holds
         each image's signalled decisions, which take precedence over the ones computed here.
 
@@ -294,27 +327,37 @@ class ProgramRunner:
         ``partial``: the y payloads may be truncated (version 3 only): each image's steps are decoded as far as
         its payload goes, the positions of the steps after that get the means the context model predicts for
         them (``Decoded.steps`` says how many steps each image decoded).
+
+        The host waits once per coding step (for its CDF indexes, bucketed on the device) and not at all for
+        the rest; ``timings``: also after each stage, to time it. ``choices``: fetch the top-k choices the
+        stages took (``Decoded.choices``); without, they stay on the device.
         """
-        return next(self._decode(y_strings, z_strings, z_shape, capture, side, replay, lanes, partial, ()))
+        return next(self._decode(y_strings, z_strings, z_shape, capture, side, replay, lanes, partial, (),
+                                 timings, choices))
 
     def decode_previews(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
                         after: tuple[int, ...], side: list[SideInfo | None] | None = None, lanes: bool = True,
-                        partial: bool = False) -> Iterator[Decoded]:
+                        partial: bool = False, timings: bool = False, choices: bool = True,
+                        fill: str = "context") -> Iterator[Decoded]:
         """Progressive decoding: a preview after each of the step counts ``after`` (1 ... 10; e.g. (2, 5) for
-        the ends of scales 1 and 2), each with the positions not yet decoded filled with the predicted means,
-        then the full decode. One pass over the stream: each preview forks the state and runs the remaining
-        stages without reading."""
-        yield from self._decode(y_strings, z_strings, z_shape, False, side, None, lanes, partial, after)
+        the ends of scales 1 and 2), then the full decode, in one pass over the stream. ``fill``: how a preview
+        completes the positions not yet decoded: ``"hyperprior"`` (the hyperprior's means; only ``g_s`` runs,
+        :mod:`.preview`) or ``"context"`` (the means the context model predicts: every remaining stage runs on a
+        fork of the state without reading, nearly a full decode's network time)."""
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
+        yield from self._decode(y_strings, z_strings, z_shape, False, side, None, lanes, partial, after, timings,
+                                choices, fill)
 
     def _decode(self, y_strings, z_strings, z_shape, capture, side, replay, use_lanes, partial,
-                after) -> Iterator[Decoded]:
-        t = Timings()
+                after, timings=False, choices=True, fill="context") -> Iterator[Decoded]:
+        t = Timings(timed=timings)
         state: dict[str, Any] = {}
         batch = len(y_strings) if replay is None else int(replay[0].shape[0])
         side = side or [None] * batch
         self._check_side(side)
         readers: list[Any] = []
-        run = _DecodeRun(batch)
+        run = _DecodeRun(batch, record=choices)
         ops = self.program.decode
         for i, op in enumerate(ops):
             if op.kind == "code_z":
@@ -326,16 +369,33 @@ class ProgramRunner:
             else:
                 self._decode_op(op, state, readers, t, side, run, replay)
                 if op.kind == "code_y" and int(op.ref) + 1 in after:
-                    fork = dict(state)  # tensors are single-assignment: a shallow copy is a snapshot
-                    yield self._fill_rest(fork, i + 1, t, side, run)
-            self._free(state, self._free_dec.get(i), capture)
+                    if fill == "hyperprior":
+                        yield self._synthesise(state, int(op.ref) + 1, t, run)
+                    else:
+                        fork = dict(state)  # tensors are single-assignment: a shallow copy is a snapshot
+                        yield self._fill_rest(fork, i + 1, t, side, run)
+            self._free(state, (self._free_preview if after else self._free_dec).get(i), capture)
         yield Decoded(state["x_hat"], run.symbols, t, state if capture else None, run.indexes, run.choices,
                       run.steps(), run.offsets)
+
+    def _synthesise(self, state: dict[str, Any], steps: int, t: Timings, run: _DecodeRun) -> Decoded:
+        """A preview after ``steps`` coding steps: the latent completed from the hyperprior, then ``g_s``."""
+        code = self.program.code_steps[steps - 1]
+        placer = self._placing[(code.scale, code.partition)]
+        y_hat = state[placer.inputs[placer.roles.index("y_hat")]]
+        start = time.perf_counter()
+        full, zeros = self._fill.latent(steps, y_hat, state[code.q], state[code.means], state["params"])
+        t.host += time.perf_counter() - start
+        g_s = self.program.stages["g_s"]
+        scratch = dict(zip(g_s.inputs, (full, zeros, zeros)))
+        self._run_stage("g_s", scratch, t)
+        counts = [min(n, steps) for n in run.steps()]
+        return Decoded(scratch["x_hat"], run.symbols[:steps], t, None, run.indexes[:], {}, counts, run.offsets[:])
 
     def _fill_rest(self, state: dict[str, Any], start: int, t: Timings, side, run: _DecodeRun) -> Decoded:
         """Run the decode ops from ``start`` on without reading: every later step's symbols are zero, i.e. its
         positions take the predicted means."""
-        preview = _DecodeRun(run.batch, filled_from=len(run.symbols))
+        preview = _DecodeRun(run.batch, filled_from=len(run.symbols), record=False)
         for i, op in enumerate(self.program.decode[start:], start):
             self._decode_op(op, state, [], t, side, preview, None)
             self._free(state, self._free_dec.get(i), False)
@@ -350,14 +410,13 @@ class ProgramRunner:
             if spec.choice:
                 self._choose(spec, state, run.batch, side, t)
             self._run_stage(spec.name, state, t)
-            if spec.choice:
-                run.choices[spec.code_step] = (self._host(state[spec.choice], t),
-                                               self._host(state[f"topk_gap.{spec.name}"], t))
+            if spec.choice and run.record:
+                slots, gaps = self._fetch([state[spec.choice], state[f"topk_gap.{spec.name}"]], t)
+                run.choices[spec.code_step] = (slots, gaps)
             return
         step = self.program.code_steps[int(op.ref)]
         if run.filled_from is not None and step.index >= run.filled_from:
-            means = self._host(state[step.means], t)
-            state[step.q] = self._device(np.zeros_like(means), t)
+            state[step.q] = self.backend.zeros_like(state[step.means])
             return
         known = replay[1][step.index] if replay is not None else None
         sym, idx = self._decode_step(step, state, readers, t, side, known, run)
@@ -380,9 +439,8 @@ class ProgramRunner:
     def _decode_step(self, step, state: dict[str, Any], readers: list[Any], t: Timings,
                      side: list[SideInfo | None], known: np.ndarray | None, run: _DecodeRun) -> tuple[np.ndarray,
                                                                                                        np.ndarray]:
-        scales = self._host(state[step.scales], t)
+        idx = self._host(self.backend.bucket(state[step.scales], self.tables.scale_edges), t).astype(np.int32)
         start = time.perf_counter()
-        idx = self._indexes(scales)
         for b, info in enumerate(side):
             if info is not None and step.index in info.cdf:
                 positions, values = info.cdf[step.index]
@@ -407,6 +465,7 @@ class _DecodeRun:
 
     batch: int
     filled_from: int | None = None  # steps from here on are filled with the means instead of read
+    record: bool = True  # fetch the top-k choices the stages take
     symbols: list[np.ndarray] = field(default_factory=list)
     indexes: list[np.ndarray] = field(default_factory=list)
     choices: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)

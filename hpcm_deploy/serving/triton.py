@@ -261,11 +261,13 @@ class CodecServer:
     """
 
     def __init__(self, codec, *, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
-                 max_batch: int = 8, max_queue_delay_ms: float = 5.0, triton_log: bool = False) -> None:
+                 max_batch: int = 8, max_queue_delay_ms: float = 5.0, triton_log: bool = False,
+                 metrics_port: int | None = None) -> None:
         if max_batch < 1:
             raise ConfigError("--max-batch must be at least 1")
-        if http_port == grpc_port:
-            raise ConfigError("the HTTP and gRPC ports must differ")
+        if len({http_port, grpc_port, metrics_port} - {None}) < 2 + (metrics_port is not None):
+            raise ConfigError("the HTTP, gRPC and metrics ports must differ")
+        self.metrics_port = metrics_port
         self.codec = codec
         self.host, self.http_port, self.grpc_port = host, http_port, grpc_port
         self.max_batch = max_batch
@@ -294,6 +296,8 @@ class CodecServer:
         """Start tritonserver and load both models; returns when they answer."""
         _check_port(self.host, self.http_port, "http")
         _check_port(self.host, self.grpc_port, "grpc")
+        if self.metrics_port is not None:
+            _check_port(self.host, self.metrics_port, "metrics")
         try:
             from pytriton.model_config import ModelConfig, Tensor
             from pytriton.triton import Triton, TritonConfig
@@ -318,7 +322,9 @@ class CodecServer:
         self._dir = Path(tempfile.mkdtemp(prefix="hpcm-triton-"))
         # The workspace must not exist yet (PyTriton creates it, and removes it on stop).
         config = TritonConfig(http_address=self.host, http_port=self.http_port, grpc_address=self.host,
-                              grpc_port=self.grpc_port, allow_metrics=False, allow_sagemaker=False,
+                              grpc_port=self.grpc_port, allow_metrics=self.metrics_port is not None,
+                              **({"metrics_port": self.metrics_port} if self.metrics_port is not None else {}),
+                              allow_sagemaker=False,
                               allow_vertex_ai=False, log_verbose=0,
                               log_file=None if self.triton_log else self._dir / "tritonserver.log")
         try:
