@@ -20,7 +20,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TorchOptions:
-    """The PyTorch stages take no options."""
+    precision: str = "fp32"  # fp32, bf16 (stream-exact: transforms in bfloat16) or bf16-full (backends/lowp.py)
+    layout: str = "auto"  # the transforms' memory layout: auto (channels-last for bf16 on the CPU), nchw, channels_last
+    emulate_bf16: bool = False  # run bf16 on a CPU without AMX/AVX-512 BF16 (slower than fp32: correctness checks)
+
+    def check(self) -> None:
+        from .lowp import LAYOUTS, PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise BackendError(f"torch option precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.layout not in LAYOUTS:
+            raise BackendError(f"torch option layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,8 @@ def _open_torch(manifest: Manifest, device: str, options: TorchOptions) -> Backe
     from .torch_backend import TorchBackend
 
     model = manifest.load_model(device)
-    return TorchBackend(model, manifest.program(), device)
+    return TorchBackend(model, manifest.program(), device, options.precision, options.layout,
+                        emulate_bf16=options.emulate_bf16)
 
 
 def _open_onnxruntime(manifest: Manifest, device: str, options: OnnxRuntimeOptions) -> Backend:
