@@ -36,10 +36,14 @@ class TorchOptions:
 @dataclass(frozen=True)
 class OnnxRuntimeOptions:
     threads: int = 0  # intra-op threads per session; 0 lets ONNX Runtime choose (one per core)
+    optimization: str = "all"  # graph optimisation level: all (NCHWc layout, more memory), extended or basic
 
     def check(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 0:
             raise BackendError(f"onnxruntime option threads must be a whole number >= 0, not {self.threads!r}")
+        if self.optimization not in ("all", "extended", "basic"):
+            raise BackendError(f"onnxruntime option optimization must be all, extended or basic, "
+                               f"not {self.optimization!r}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def _open_torch(manifest: Manifest, device: str, options: TorchOptions) -> Backe
 def _open_onnxruntime(manifest: Manifest, device: str, options: OnnxRuntimeOptions) -> Backend:
     from .onnxrt import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(manifest, device, options.threads)
+    return OnnxRuntimeBackend(manifest, device, options.threads, options.optimization)
 
 
 def _open_tensorrt(manifest: Manifest, device: str, options: TensorRTOptions) -> Backend:

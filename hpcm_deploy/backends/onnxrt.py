@@ -49,7 +49,7 @@ def _ort():
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, manifest: Manifest, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, manifest: Manifest, device: str = "cpu", threads: int = 0, optimization: str = "all") -> None:
         ort = _ort()
         kind = device.split(":")[0]
         if kind not in _PROVIDERS:
@@ -70,7 +70,7 @@ class OnnxRuntimeBackend(Backend):
         for stage in manifest.data["stages"]:
             path = manifest.stage_path(stage)
             opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization.upper()}")
             opts.intra_op_num_threads = threads
             opts.log_severity_level = 3
             if not self._on_gpu:
