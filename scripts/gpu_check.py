@@ -87,7 +87,7 @@ def cached_export(name: str, work: Path) -> bool:
     from hpcm_deploy.errors import ExportError
 
     if name == "demo":
-        from hpcm_deploy.bundled import default_export_dir
+        from hpcm_deploy.app.bundled import default_export_dir
 
         root = default_export_dir()
     else:
@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         console.print(f"[dim]{time.perf_counter() - started:6.1f} s[/dim] {text}")
 
-    from hpcm_deploy.app.bundled import user_cache_dir
     from hpcm_deploy.backends import check_device
+    from hpcm_deploy.files import user_cache_dir
 
     args.device = check_device("torch", args.device)
     if args.threads:

@@ -64,7 +64,8 @@ def test_profiles_follow_the_size_range():
 
 @pytest.fixture(scope="module")
 def fp16_export(tiny_phase2_export, tmp_path_factory):
-    return derive_export(Manifest.load(tiny_phase2_export), tmp_path_factory.mktemp("fp16") / "tiny-fp16")
+    return derive_export(Manifest.load(tiny_phase2_export), tmp_path_factory.mktemp("fp16") / "tiny-fp16",
+                         recipe="full")
 
 
 def _node_types(model: onnx.ModelProto) -> dict[str, int]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from ..errors import ExportError
-from ..files import sha256_file
+from ..files import sha256_file, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +35,6 @@ def demo_weights(base: bool = False) -> Path:
     if not path.is_file():
         raise ExportError(f"the embedded demo weights are missing ({path}); reinstall hpcm-deploy")
     return path
-
-
-def user_cache_dir() -> Path:
-    """This platform's per-user cache folder for hpcm-deploy."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "hpcm-deploy"
 
 
 def default_export_dir(base: bool = False) -> Path:

@@ -22,16 +22,30 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TorchOptions:
-    """The PyTorch stages take no options."""
+    precision: str = "fp32"  # fp32, bf16 (stream-exact: transforms in bfloat16) or bf16-full (backends/lowp.py)
+    layout: str = "auto"  # the transforms' memory layout: auto (channels-last for bf16 on the CPU), nchw, channels_last
+    emulate_bf16: bool = False  # run bf16 on a CPU without AMX/AVX-512 BF16 (slower than fp32: correctness checks)
+
+    def check(self) -> None:
+        from .lowp import LAYOUTS, PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise BackendError(f"torch option precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.layout not in LAYOUTS:
+            raise BackendError(f"torch option layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
 
 
 @dataclass(frozen=True)
 class OnnxRuntimeOptions:
     threads: int = 0  # intra-op threads per session; 0 lets ONNX Runtime choose (one per core)
+    optimization: str = "all"  # graph optimisation level: all (NCHWc layout, more memory), extended or basic
 
     def check(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 0:
             raise BackendError(f"onnxruntime option threads must be a whole number >= 0, not {self.threads!r}")
+        if self.optimization not in ("all", "extended", "basic"):
+            raise BackendError(f"onnxruntime option optimization must be all, extended or basic, "
+                               f"not {self.optimization!r}")
 
 
 @dataclass(frozen=True)

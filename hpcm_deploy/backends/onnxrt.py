@@ -152,7 +152,7 @@ def check_obtained(stage: str, requested: Sequence[str], obtained: Sequence[str]
 
 def trt_cache_dir(manifest: Manifest) -> Path:
     """Where the TensorRT provider keeps the engines it builds for an export: per user, per export fingerprint."""
-    from ..bundled import user_cache_dir
+    from ..files import user_cache_dir
 
     return user_cache_dir() / "ort-tensorrt" / f"{manifest.name}-{manifest.fingerprint[:16]}"
 
@@ -165,9 +165,10 @@ class OnnxRuntimeBackend(Backend):
     def open(cls, export: OpenedExport, device: str = "cpu",
              options: OnnxRuntimeOptions | None = None) -> OnnxRuntimeBackend:
         """One session per stage of ``export`` on ``device``."""
-        return cls(export.manifest, device, (options or OnnxRuntimeOptions()).threads)
+        o = options or OnnxRuntimeOptions()
+        return cls(export.manifest, device, o.threads, o.optimization)
 
-    def __init__(self, manifest: Manifest, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, manifest: Manifest, device: str = "cpu", threads: int = 0, optimization: str = "all") -> None:
         ort = _ort()
         kind, self.device_id = parse_device(device)
         available = ort.get_available_providers()
@@ -195,7 +196,7 @@ class OnnxRuntimeBackend(Backend):
         for stage in manifest.stages:
             path = manifest.stage_path(stage)
             opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization.upper()}")
             opts.intra_op_num_threads = threads
             opts.log_severity_level = 3
             if not self._on_gpu:

@@ -1,4 +1,5 @@
-"""The PyTorch backend: the stage modules of the reference model, run eagerly on a CPU or CUDA device."""
+"""The PyTorch backend: the stage modules of the reference model, run eagerly on a CPU or CUDA device, in fp32 or
+a bf16 recipe (:mod:`.lowp`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..errors import BackendError
 from ..models.hpcm import HPCM
 from ..stages import CodingProgram, stage_modules
 from .base import Backend
+from .lowp import CpuFeatures, apply_recipe, bf16_problem, resolve_layout
 
 if TYPE_CHECKING:
     from ..artifacts.export import OpenedExport
@@ -23,15 +26,33 @@ class TorchBackend(Backend):
 
     @classmethod
     def open(cls, export: OpenedExport, device: str = "cpu", options: Any = None) -> TorchBackend:
-        """The export's model, rebuilt from its shared weight file, on ``device`` (the PyTorch stages take no
-        options)."""
-        return cls(export.manifest.load_model(device), export.program, device)
+        """The export's model, rebuilt from its shared weight file, on ``device``, in the precision and layout
+        of its :class:`~hpcm_deploy.backends.TorchOptions`."""
+        from . import TorchOptions
 
-    def __init__(self, model: HPCM, program: CodingProgram, device: str | torch.device = "cpu") -> None:
+        o = options or TorchOptions()
+        return cls(export.manifest.load_model(device), export.program, device, o.precision, o.layout,
+                   emulate_bf16=o.emulate_bf16)
+
+    def __init__(self, model: HPCM, program: CodingProgram, device: str | torch.device = "cpu",
+                 precision: str = "fp32", layout: str = "auto", cpu: CpuFeatures | None = None,
+                 emulate_bf16: bool = False) -> None:
+        """``precision``: fp32, bf16 (transforms in bfloat16, entropy path fp32: stream-exact) or bf16-full;
+        ``layout`` of the transforms: auto, nchw or channels_last; ``cpu``: the CPU features bf16 is checked
+        against (default: this machine's); ``emulate_bf16``: run bf16 even where the CPU only emulates it."""
         self.device = str(device)
+        self.precision = precision
+        if precision != "fp32" and not emulate_bf16:
+            problem = bf16_problem(self.device, cpu)
+            if problem:
+                raise BackendError(problem)
         self.model = model.to(device).eval()
-        self.modules = stage_modules(self.model, program)
         self._torch_device = torch.device(device)
+        modules = stage_modules(self.model, program)
+        memory_format = resolve_layout(layout, precision, self.device)
+        if precision != "fp32" or memory_format != torch.contiguous_format:
+            modules = apply_recipe(modules, self.model, program, precision, memory_format, self._torch_device.type)
+        self.modules = modules
         if self._torch_device.type == "cuda":
             # TF32 moves scales by ~1e-3 relative, far past the signalling margin: CUDA streams would then not
             # decode on a CPU. The stages need full fp32, as the CPU computes it.

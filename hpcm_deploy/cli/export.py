@@ -30,8 +30,9 @@ from .progress import StageBar, print_table
               "checkpoint is given.")
 @click.option("--check/--no-check", default=True, show_default=True, help="Check every graph against PyTorch at "
               "three other sizes with ONNX Runtime after exporting.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="fp16: rewrite the graphs with the mixed-precision recipe (docs/tensorrt.md).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "fp16-full"]), default="fp32", show_default=True,
+              help="fp16: the transforms in float16, the entropy path fp32 (streams exact against fp32); fp16-full: "
+                   "every graph (streams cross-decode only with --margin 4e-3); docs/tensorrt.md.")
 @set_option
 def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precision, overrides) -> None:
     """Export every stage of a model to ONNX, with its manifest and entropy tables."""
@@ -59,8 +60,8 @@ def export_cmd(preset, checkpoint, out, opset, batch, jobs, seed, check, precisi
     with StageBar("exporting") as bar:
         bar.start(len(build_program(model.config).stages))
         export_model(model, target, name, opset=opset, batch=batch, jobs=jobs, progress=bar.done,
-                     source=str(checkpoint or f"preset {preset} (seed {seed})"), precision=precision,
-                     check=run_check)
+                     source=str(checkpoint or f"preset {preset} (seed {seed})"), precision=precision[:4],
+                     check=run_check, fp16_recipe="full" if precision == "fp16-full" else "exact")
     from ..artifacts.export import Manifest
     from ..artifacts.weights import weight_usage
 

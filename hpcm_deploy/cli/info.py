@@ -16,13 +16,16 @@ from .options import parse_overrides, set_option
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Show the configuration and parameter counts of PRESET."""
+    """Show the configuration and parameter counts of PRESET, and what this CPU offers for bf16."""
+    from ..backends.lowp import cpu_features
     from ..models.api import build_model, parameter_counts
 
     config = get_config(preset, **parse_overrides(overrides))
     counts = parameter_counts(build_model(config, seed=0))
+    cpu = cpu_features()
     if as_json:
-        click.echo(json.dumps({"preset": preset, "config": config.to_dict(), "parameters": counts}, indent=2))
+        click.echo(json.dumps({"preset": preset, "config": config.to_dict(), "parameters": counts,
+                               "cpu": {**cpu.as_dict(), "found": cpu.describe()}}, indent=2))
         return
     click.echo(f"{preset} ({config.family})")
     for key, value in config.to_dict().items():
@@ -30,3 +33,5 @@ def info(preset: str, overrides: tuple[str, ...], as_json: bool) -> None:
     click.echo("parameters")
     for key, value in counts.items():
         click.echo(f"  {key:52s} {value:>12,d}  ({value / 1e6:.2f} M)")
+    bf16 = "torch:bf16 runs natively" if cpu.native_bf16 else "torch:bf16 is refused here"
+    click.echo(f"cpu: {cpu.describe()} ({bf16})")

@@ -17,7 +17,7 @@ from .progress import demo_export, print_table
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export (default: the demo model).")
 @click.option("--backend", "backends", multiple=True, metavar="NAME[:PRECISION][@DEVICE]",
               help="Backend to time (repeatable; default: onnxruntime and torch): onnxruntime, torch or tensorrt, "
-                   "e.g. tensorrt:fp16@cuda.")
+                   "e.g. tensorrt:fp16@cuda, torch:bf16 (torch:bf16-full).")
 @click.option("--size", default="512x768", show_default=True, help="Image size HxW (512x768 is a 768x512 photo).")
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs after warm-up.")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
@@ -43,7 +43,10 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    ref = result["reference"]
+    ref, machine = result["reference"], result["machine"]
+    rates = machine["matmul_gflops"]
+    click.echo(f"CPU: {machine['found']} found; matmul fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} "
+               f"GFLOP/s ({machine['threads']} threads)")
     table = Table(title=f"{result['export']} at {size}, median of {repeat} runs ({result['threads']} threads)")
     for col in ("runner", "encode s", "decode s", "encode / ref", "decode / ref", "outside stages (enc/dec) s",
                 "entropy enc/dec ms", "peak MB", "open s / MB"):
@@ -52,7 +55,8 @@ def bench_cmd(export_dir, backends, size, repeat, warmup, device, as_json) -> No
                   "1.00", "", "", f"{ref['peak_mb']:.0f}", "")
     for b in result["backends"]:
         h = b["host"]
-        table.add_row(b["backend"], f"{b['encode']['median']:.3f}", f"{b['decode']['median']:.3f}",
+        table.add_row(f"{b['backend']} ({b['precision']})", f"{b['encode']['median']:.3f}",
+                      f"{b['decode']['median']:.3f}",
                       f"{b['ratio_encode']:.2f}", f"{b['ratio_decode']:.2f}",
                       f"{h['encode_outside_stages']['median']:.3f} / {h['decode_outside_stages']['median']:.3f}",
                       f"{1000 * h['encode_entropy']['median']:.1f} / {1000 * h['decode_entropy']['median']:.1f}",
@@ -186,34 +190,48 @@ def _print_previews(previews: dict[str, list[dict]], label: str) -> None:
 @main.command("precision-cost")
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1)
+@click.option("--precision", type=click.Choice(["fp16", "fp16-full", "bf16", "bf16-full"]), default="fp16",
+              show_default=True, help="The recipe: fp16/fp16-full in ONNX Runtime (an fp16 export), bf16/bf16-full in "
+              "the PyTorch stages (CPUs with AMX or AVX-512 BF16).")
 @click.option("--fp16-export", type=click.Path(file_okay=False), help="The recipe export (default: derived from "
               "EXPORT_DIR into a temporary folder).")
 @click.option("--heldout", is_flag=True, help="Also use the bundled held-out images.")
 @click.option("--json", "as_json", is_flag=True)
-def precision_cost_cmd(export_dir, images, fp16_export, heldout, as_json) -> None:
-    """What the fp16 recipe costs in ONNX Runtime: bpp and PSNR against fp32, and how often a CDF index or a
-    top-k choice flips when an fp32 stream is decoded with fp16."""
+def precision_cost_cmd(export_dir, images, precision, fp16_export, heldout, as_json) -> None:
+    """What a precision recipe costs: bpp and PSNR against fp32, how often a CDF index or a top-k choice flips
+    when an fp32 stream is decoded with the recipe, and whether streams cross-decode exactly both ways (no
+    signalled decisions)."""
     import tempfile
 
     from ..artifacts.export import Manifest
     from ..errors import InputError
     from ..evaluation.evaluate import load_images
-    from ..evaluation.precision_cost import precision_cost
+    from ..evaluation.precision_cost import bf16_cost, precision_cost
     from ..exporting.fp16_recipe import derive_export
 
     pics = load_images(list(images), heldout)
     if not pics:
         raise InputError("no images: pass image files or folders, or --heldout")
-    with tempfile.TemporaryDirectory() as tmp:
-        target = fp16_export or derive_export(Manifest.load(export_dir), f"{tmp}/fp16", "fp16")
-        result = precision_cost(export_dir, target, pics)
+    if precision.startswith("bf16"):
+        if fp16_export:
+            raise InputError("--fp16-export goes with --precision fp16 or fp16-full")
+        result = bf16_cost(export_dir, pics, precision)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = "full" if precision == "fp16-full" else "exact"
+            target = fp16_export or derive_export(Manifest.load(export_dir), f"{tmp}/fp16", "fp16", recipe)
+            result = precision_cost(export_dir, target, pics)
+        result["recipe"] = precision
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    m, t = result["mean"], result["total"]
-    click.echo(f"{len(pics)} images: bpp {m['bpp_fp32']:.4f} (fp32) -> {m['bpp_fp16']:.4f} (fp16) "
-               f"({result['delta_bpp_percent']:+.2f} %), PSNR {m['psnr_fp32']:.2f} -> {m['psnr_fp16']:.2f} dB "
+    m, t, tag = result["mean"], result["total"], result["precision"]
+    click.echo(f"{len(pics)} images: bpp {m['bpp_fp32']:.4f} (fp32) -> {m[f'bpp_{tag}']:.4f} ({precision}) "
+               f"({result['delta_bpp_percent']:+.2f} %), PSNR {m['psnr_fp32']:.2f} -> {m[f'psnr_{tag}']:.2f} dB "
                f"({result['delta_psnr_db']:+.3f} dB)")
-    click.echo(f"fp32 streams decoded with fp16: {t['cdf_flips']} of {t['symbols']} CDF indexes flip "
+    click.echo(f"fp32 streams decoded with {precision}: {t['cdf_flips']} of {t['symbols']} CDF indexes flip "
                f"({100 * result['cdf_flip_rate']:.4f} %), {t['topk_flips']} of {t['topk_choices']} top-k choices "
                f"({100 * result['topk_flip_rate']:.2f} %)")
+    cross = result["cross_exact"]
+    click.echo("cross-decoding without signalled decisions: " +
+               ", ".join(f"{k.replace('_to_', ' -> ')} {'exact' if v else 'NOT exact'}" for k, v in cross.items()))

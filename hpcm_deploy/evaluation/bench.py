@@ -15,6 +15,7 @@ import torch
 
 from ..artifacts.export import Manifest
 from ..backends import parse_backend_spec
+from ..backends.lowp import machine_report
 from ..codec import Codec
 from ..image import pad_image, random_image
 
@@ -60,6 +61,7 @@ class PeakMemory:
 @dataclass
 class BackendBench:
     backend: str
+    precision: str  # the arithmetic its stages run in: fp32, bf16, bf16-full, fp16 (the export's or the spec's)
     encode: dict[str, float]
     decode: dict[str, float]
     encode_stages: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -107,6 +109,7 @@ def bench(export: str, backends: list[str], size: tuple[int, int] = (512, 768), 
                            "threads": torch.get_num_threads(), "backends": []}
     if progress:
         progress("reference")
+    out["machine"] = machine_report()  # read every figure against the CPU's fp32 and bf16 matmul ceilings
     out["reference"] = _time_reference(manifest, x, repeat, warmup, device)
     reference = out["reference"]
     parsed = [(spec, *parse_backend_spec(spec, device)) for spec in backends]  # all checked before any runs
@@ -133,7 +136,9 @@ def bench(export: str, backends: list[str], size: tuple[int, int] = (512, 768), 
         for side, rs, times in (("encode", enc_r, enc_t), ("decode", dec_r, dec_t)):
             # everything that is not a stage: entropy coding not hidden behind the network, copies, Python
             host[f"{side}_outside_stages"] = summary([t - r.timings["network"] for t, r in zip(times, rs)])
-        b = BackendBench(spec, summary(enc_t), summary(dec_t), stages_e, stages_d, host, mem.megabytes,
+        # the PyTorch stages load fp32 weights whatever the export's graphs are
+        precision = options.get("precision") or ("fp32" if name == "torch" else manifest.precision)
+        b = BackendBench(spec, precision, summary(enc_t), summary(dec_t), stages_e, stages_d, host, mem.megabytes,
                          torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
                          open_seconds, opened.megabytes)
         symbols = manifest.config.M * (x.shape[-2] // 16) * (x.shape[-1] // 16)

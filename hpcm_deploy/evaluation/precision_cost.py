@@ -25,26 +25,60 @@ def decision_flips(encoder: Codec, decoder: Codec, image: np.ndarray) -> dict[st
     return {"cdf_flips": idx_flips, "symbols": total, "topk_flips": topk_flips, "topk_choices": topk_total}
 
 
-def precision_cost(export32: str | os.PathLike, export16: str | os.PathLike, images: dict[str, np.ndarray],
-                   backend: str = "onnxruntime") -> dict[str, Any]:
-    """Per image and in total: bpp and PSNR of the fp32 and the recipe export (each coding its own streams),
-    and the decision flips of fp32-encoded streams decoded with the recipe."""
-    c32 = Codec(export32, backend=backend, margins=None)
-    c16 = Codec(export16, backend=backend, margins=None)
+def _symbols_equal(a: list[np.ndarray] | None, b: list[np.ndarray] | None) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def cross_decodes(encoder: Codec, decoder: Codec, image: np.ndarray) -> bool:
+    """Whether ``decoder`` reads exactly the symbols ``encoder`` wrote into its stream for ``image`` (a real decode,
+    no teacher forcing: one flipped decision desynchronises it or is refused as corrupted)."""
+    from ..errors import BitstreamError
+
+    enc = encoder.compress_detailed([image], symbols=True)[0]
+    try:
+        dec = decoder.decompress_detailed([enc.stream], symbols=True)[0]
+    except BitstreamError:
+        return False
+    return _symbols_equal(enc.symbols, dec.symbols)
+
+
+def compare_codecs(c32: Codec, low: Codec, images: dict[str, np.ndarray], tag: str) -> dict[str, Any]:
+    """Per image and in total: bpp and PSNR of the fp32 codec and the ``tag`` codec (each coding its own
+    streams), the decision flips of fp32-encoded streams decoded with ``low``, and whether streams cross-decode
+    exactly both ways (with the codecs' margins)."""
     rows = []
     for name, img in images.items():
         row: dict[str, Any] = {"image": name}
-        for tag, codec in (("fp32", c32), ("fp16", c16)):
+        for key, codec in (("fp32", c32), (tag, low)):
             stream = codec.compress(img)
-            row[f"bpp_{tag}"] = 8 * len(stream) / (img.shape[0] * img.shape[1])
-            row[f"psnr_{tag}"] = psnr(img, codec.decompress(stream, kind="numpy"))
-        row.update(decision_flips(c32, c16, img))
+            row[f"bpp_{key}"] = 8 * len(stream) / (img.shape[0] * img.shape[1])
+            row[f"psnr_{key}"] = psnr(img, codec.decompress(stream, kind="numpy"))
+        row.update(decision_flips(c32, low, img))
+        row[f"cross_fp32_to_{tag}"] = cross_decodes(c32, low, img)
+        row[f"cross_{tag}_to_fp32"] = cross_decodes(low, c32, img)
         rows.append(row)
     total = {k: int(sum(r[k] for r in rows)) for k in ("cdf_flips", "symbols", "topk_flips", "topk_choices")}
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("bpp_fp32", "bpp_fp16", "psnr_fp32", "psnr_fp16")}
-    return {"images": rows, "mean": mean, "total": total,
-            "delta_bpp_percent": 100 * (mean["bpp_fp16"] / mean["bpp_fp32"] - 1),
-            "delta_psnr_db": mean["psnr_fp16"] - mean["psnr_fp32"],
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("bpp_fp32", f"bpp_{tag}", "psnr_fp32", f"psnr_{tag}")}
+    return {"precision": tag, "images": rows, "mean": mean, "total": total,
+            "delta_bpp_percent": 100 * (mean[f"bpp_{tag}"] / mean["bpp_fp32"] - 1),
+            "delta_psnr_db": mean[f"psnr_{tag}"] - mean["psnr_fp32"],
             "cdf_flip_rate": total["cdf_flips"] / max(total["symbols"], 1),
-            "topk_flip_rate": total["topk_flips"] / max(total["topk_choices"], 1)}
+            "topk_flip_rate": total["topk_flips"] / max(total["topk_choices"], 1),
+            "cross_exact": {f"fp32_to_{tag}": all(r[f"cross_fp32_to_{tag}"] for r in rows),
+                            f"{tag}_to_fp32": all(r[f"cross_{tag}_to_fp32"] for r in rows)}}
 
+
+def precision_cost(export32: str | os.PathLike, export16: str | os.PathLike, images: dict[str, np.ndarray],
+                   backend: str = "onnxruntime") -> dict[str, Any]:
+    """The fp16 recipe export against the fp32 export (:func:`compare_codecs`), both on ``backend``."""
+    c32 = Codec(export32, backend=backend, margins=None)
+    c16 = Codec(export16, backend=backend, margins=None)
+    return compare_codecs(c32, c16, images, "fp16")
+
+
+def bf16_cost(export: str | os.PathLike, images: dict[str, np.ndarray], precision: str = "bf16",
+              device: str | None = None) -> dict[str, Any]:
+    """A bf16 recipe of the PyTorch stages against their fp32 (:func:`compare_codecs`), on one export."""
+    c32 = Codec(export, backend="torch", device=device, margins=None)
+    low = Codec(export, backend="torch", device=device, margins=None, precision=precision)
+    return compare_codecs(c32, low, images, precision)

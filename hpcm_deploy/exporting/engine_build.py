@@ -36,7 +36,7 @@ from ..artifacts.shapes import SizeRange, all_profiles
 from ..backends.trt_lib import cuda_device, cuda_index, import_tensorrt, on_gpu, resolve_cuda
 from ..errors import BackendError, ConfigError
 from ..files import sha256_file, staged_directory, write_atomic
-from .fp16_recipe import to_fp16
+from .fp16_recipe import recipe_graph
 from .weights import share_weights
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def recipe_graphs(export: Manifest, precision: str, out_dir: Path) -> tuple[dict
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, reports = {}, {}
     for stage in export.stages:
-        model, report = to_fp16(onnx.load(str(export.stage_path(stage))), stage)
+        model, report = recipe_graph(onnx.load(str(export.stage_path(stage))), stage)  # the stream-exact recipe
         path = out_dir / f"{stage}.onnx"
         onnx.save(model, str(path))
         paths[stage], reports[stage] = path, report.as_dict()

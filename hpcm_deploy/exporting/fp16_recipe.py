@@ -12,6 +12,13 @@ float32 what decides bits and decodability:
 - every normalisation (instance/group/layer norm, L2 norm) and global pooling, where float16 sums lose
   precision or overflow; and softmax.
 
+Two recipes apply it. ``exact`` (the default) rewrites only the transforms ``g_a``, ``h_a`` and ``g_s``, which
+decide no symbol (``g_a`` chooses ``y``, ``h_a`` chooses ``z``, ``g_s`` draws the picture), and keeps every graph
+of the entropy-parameter path (``h_s`` and the context stages) as the fp32 export has it: its scales, means and
+top-k choices are then computed exactly as fp32 computes them, so fp16 and fp32 streams cross-decode with the
+default margins. ``full`` rewrites every graph (faster where fp16 pays, but its scales move by up to ~1e-3, so
+its streams cross-decode only with ``--margin 4e-3``: docs/tensorrt.md).
+
 Graph inputs and outputs stay float32, so a rewritten export is a drop-in replacement for the fp32 one. The
 rewrite inserts explicit ``Cast`` nodes at every precision boundary and converts weights of float16 nodes to
 float16 (clipped to its range).
@@ -53,6 +60,8 @@ PROTECTED_PREFIXES = ("scales.", "means.", "keys_", "values_", "y_hat.", "y.", "
 _FREE_INPUTS = {"Resize": {1, 2, 3}, "Upsample": {1}, "Cast": {0}, "Shape": {0}, "Size": {0}, "CastLike": {0}}
 _NO_INPUT_CONSTRAINT = {"Shape", "Size", "Cast"}
 FP16_MAX = float(np.finfo(np.float16).max)
+RECIPES = ("exact", "full")
+TRANSFORM_STAGES = ("g_a", "h_a", "g_s")  # the stages the stream-exact recipe rewrites (they decide no symbol)
 
 
 @dataclass
@@ -227,22 +236,38 @@ def to_fp16(model: onnx.ModelProto, name: str = "") -> tuple[onnx.ModelProto, Re
     return model, report
 
 
-def apply_recipe(root: Path, graphs: list[str], precision: str) -> dict[str, dict]:
+def recipe_graph(model: onnx.ModelProto, stage: str, recipe: str = "exact") -> tuple[onnx.ModelProto, RecipeReport]:
+    """Stage ``stage``'s graph under the fp16 ``recipe``: rewritten by :func:`to_fp16`, or (``exact``, a stage of
+    the entropy-parameter path) ``model`` itself, all float32."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown fp16 recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    if recipe == "full" or stage in TRANSFORM_STAGES:
+        return to_fp16(model, stage)
+    floats = sum(1 for n in model.graph.node if n.op_type not in ("Shape", "Size"))
+    return model, RecipeReport(stage, fp16_nodes=0, fp32_nodes=floats)
+
+
+def apply_recipe(root: Path, graphs: list[str], precision: str, recipe: str = "exact") -> dict[str, dict]:
     """Rewrite the graphs ``root/<graph>`` with the ``precision`` recipe (in place); the per-graph reports."""
     if precision != "fp16":
         raise ValueError(f"unknown precision recipe {precision!r}")
     reports = {}
     for graph in graphs:
         path = root / graph
-        model, report = to_fp16(onnx.load(str(path)), Path(graph).stem)
+        stage = Path(graph).stem
+        if recipe == "exact" and stage not in TRANSFORM_STAGES:
+            reports[stage] = recipe_graph(onnx.load(str(path), load_external_data=False), stage, recipe)[1].as_dict()
+            continue
+        model, report = recipe_graph(onnx.load(str(path)), stage, recipe)
         onnx.save(model, str(path))
-        reports[Path(graph).stem] = report.as_dict()
+        reports[stage] = report.as_dict()
     return reports
 
 
-def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16") -> Path:
-    """A copy of the export ``src`` whose graphs follow ``precision`` (same tables, weights, fingerprint and
-    program; graph inputs and outputs stay float32, so any backend runs it like the original)."""
+def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16", recipe: str = "exact") -> Path:
+    """A copy of the export ``src`` whose graphs follow ``precision`` under ``recipe`` (``exact``: transforms only;
+    ``full``: every graph), with the same tables, weights, fingerprint and program; graph inputs and outputs stay
+    float32, so any backend runs it like the original."""
     from .weights import share_weights
 
     if precision != "fp16":
@@ -254,11 +279,11 @@ def derive_export(src: Manifest, out: str | os.PathLike, precision: str = "fp16"
         graphs = [entry.file for entry in src.stages.values()]
         for graph in graphs:  # with their weights embedded again; shared anew below
             onnx.save(onnx.load(str(src.root / graph)), str(work / graph))
-        recipe = apply_recipe(work, graphs, precision)
+        applied = apply_recipe(work, graphs, precision, recipe)
         weights = share_weights(work, graphs, src.state_dict())
         stages = {name: replace(entry, sha256=sha256_file(work / entry.file), bytes=(work / entry.file).stat().st_size)
                   for name, entry in src.stages.items()}
-        replace(src, root=work, stages=stages, recipe=recipe, precision=precision,
+        replace(src, root=work, stages=stages, recipe=applied, precision=precision,
                 weights=WeightsEntry.from_dict({**weights, "sha256": sha256_file(work / weights["file"])}),
-                extra={**src.extra, "derived_from": str(src.root)}).save()
+                extra={**src.extra, "fp16_recipe": recipe, "derived_from": str(src.root)}).save()
     return out

@@ -140,13 +140,13 @@ def _graph_io(path: Path) -> tuple[list[dict], list[dict], int]:
 def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int = DEFAULT_OPSET,
                  batch: int | None = None, jobs: int | None = None, progress: ProgressFn | None = None,
                  source: str = "", extra: dict[str, Any] | None = None, precision: str = "fp32",
-                 check: Callable[[Manifest], None] | None = None) -> Path:
+                 check: Callable[[Manifest], None] | None = None, fp16_recipe: str = "exact") -> Path:
     """Export every stage of ``model`` into ``out_dir``, which appears whole or not at all.
 
     ``batch=None`` exports a dynamic batch; an int fixes it. ``jobs`` processes trace in parallel (tracing is
     single-threaded Python; default: one per CPU, at most 4). ``precision="fp16"`` rewrites the graphs with the
-    mixed-precision recipe (:mod:`.fp16_recipe`). ``check`` runs on the finished export before it is put in place;
-    if it raises, nothing is written.
+    mixed-precision recipe ``fp16_recipe`` (:mod:`.fp16_recipe`: ``exact``, the transforms only, or ``full``).
+    ``check`` runs on the finished export before it is put in place; if it raises, nothing is written.
     """
     model = model.cpu().eval()
     model.update()
@@ -159,14 +159,15 @@ def export_model(model: HPCM, out_dir: str | os.PathLike, name: str, opset: int 
         started = time.perf_counter()
         timings = _trace_stages(model, program, work, opset, batch, jobs, progress)
         graphs = [f"{n}.onnx" for n in program.stages]
-        recipe = apply_recipe(work, graphs, precision) if precision != "fp32" else None
+        recipe = apply_recipe(work, graphs, precision, fp16_recipe) if precision != "fp32" else None
         weights = share_weights(work, graphs, state_dict)
         manifest = _manifest(model, program, name, work, opset, batch, tables, state_dict, timings,
                              time.perf_counter() - started, source,
                              WeightsEntry.from_dict({**weights, "sha256": sha256_file(work / weights["file"])}))
         if recipe is not None:
             manifest = replace(manifest, precision=precision, recipe=recipe)
-        manifest = replace(manifest, extra=dict(extra or {}))
+        manifest = replace(manifest, extra={**({"fp16_recipe": fp16_recipe} if recipe is not None else {}),
+                                            **dict(extra or {})})
         manifest.save()
         if check is not None:
             check(Manifest.load(work))
