@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..models import lattice
-from ..models.hpcm import CHUNKS, CODING_STEPS, HPCM
+from ..models.hpcm import HPCM
+from ..schedule import CHUNKS, CODING_STEPS
 
 FILLS = ("hyperprior", "context")
 
