@@ -308,9 +308,10 @@ def tables(data: dict) -> str:
                         "encode: transforms / hyper / s1 / s2 / s3 s", "decode: same", "peak RSS MB",
                         "growth while coding MB"], rows))
     if "relies" in data:
-        rows, ref = [], None
-        for name, r in data["relies"]["rows"].items():
-            ref = ref or r
+        rows, found = [], data["relies"]["rows"]
+        ref = found[next(iter(RELIES_VARIANTS))]
+        for name in [n for n in RELIES_VARIANTS if n in found] + [n for n in found if n not in RELIES_VARIANTS]:
+            r = found[name]
             rows.append([name, f"{r['bpp']:.4f} ({r['bpp'] / ref['bpp'] - 1:+.1%})",
                          f"{r['psnr']:.2f} ({r['psnr'] - ref['psnr']:+.2f})",
                          " / ".join(f"{r[f'bpp_{k}']:.4f}" for k in ("z", "s1", "s2", "s3"))])
@@ -318,7 +319,8 @@ def tables(data: dict) -> str:
     if "trained" in data:
         t = data["trained"]
         rows = []
-        for label, r in t["rows"].items():
+        for label in [k for k in TRAINED if k in t["rows"]]:
+            r = t["rows"][label]
             run = r["run"]
             rows.append([label, r["curve"], "shipped" if r["weights"].startswith("shipped") else
                          f"{run['steps']} steps, {run['hours']:.2f} h", f"{r['bpp']:.4f}", f"{r['psnr']:.2f}",

@@ -53,7 +53,9 @@ class TensorRTOptions:
     engines: str | None = None  # engine directory (default: engines/<export>/<arch>-trt<version>-<precision>)
     precision: str | None = None  # the engine set to use: fp32 or fp16 (default: the export's own precision)
     cuda_graphs: bool = True  # capture each (stage, shapes) into a CUDA graph and replay it
-    max_graphs: int = 64  # CUDA graphs kept at most (least recently used dropped), for long-running servers
+    # CUDA graphs kept at most, in whole size buckets of every stage (max_graphs // stages sizes; the least used
+    # dropped first): 144 keeps 8 padded sizes of an 18-stage program, for servers that see varied sizes
+    max_graphs: int = 144
 
     def check(self) -> None:
         if self.precision not in (None, "fp32", "fp16"):
