@@ -176,8 +176,8 @@ TRAINED = {  # label -> (curve, weights relative to the runs folder, or the ship
     "base-l0.0018": ("Base", "base-l0.0018/model.pt"),
     "base-l0.0035": ("Base", "shipped:base"),
     "base-l0.0067": ("Base", "base-l0.0067/model.pt"),
-    "p2-l0.0018-seed12": ("Phase 2, seed 12", "p2-l0.0018-seed12/model.pt"),
     "p2-all": ("ablation", "p2-all/model.pt"),
+    "p2-all-seed12": ("ablation", "p2-all-seed12/model.pt"),
     "p2-s3-only": ("ablation", "p2-s3-only/model.pt"),
     "p2-s2-s3": ("ablation", "p2-s2-s3/model.pt"),
     "p2-no-transfer": ("ablation", "p2-no-transfer/model.pt"),
@@ -212,8 +212,11 @@ def part_trained(args) -> dict:
     torch.set_num_threads(2)
     runs = Path(args.runs)
     images = bundled_images("heldout")
-    rows = {}
+    old = json.loads(Path(args.json).read_text()).get("trained", {}) if Path(args.json).is_file() else {}
+    rows = dict(old.get("rows", {})) if args.only else {}
     for label, (curve, where) in TRAINED.items():
+        if args.only and label not in args.only.split(","):
+            continue
         path = _weights(runs, where)
         if not path.is_file():
             print(f"  {label}: missing {path}, skipped", flush=True)
@@ -221,23 +224,41 @@ def part_trained(args) -> dict:
         result = _eval(hd.load_model(checkpoint=path, seed=None), images, anchors=("jpeg",))
         rows[label] = {"curve": curve, "weights": str(where), "run": _run_record(path), **_summary(result)}
         print(f"  {label:20s} {rows[label]['bpp']:.4f} bpp {rows[label]['psnr']:.2f} dB", flush=True)
-    anchors = {name: mean_anchor_curve(images, name) for name in ("jpeg", "webp", "avif")}
+        _save_part(Path(args.json), "trained", {**old, "rows": rows})  # a crash later keeps the evaluated rows
+    anchors = old.get("anchors") if args.only and old.get("anchors") else {
+        name: _monotone(mean_anchor_curve(images, name)) for name in ("jpeg", "webp", "avif")}
     curves: dict[str, list[tuple[float, float]]] = {}
     for r in rows.values():
         if r["curve"] in ("Phase 2", "Base"):
             curves.setdefault(r["curve"], []).append((r["bpp"], r["psnr"]))
     bd = {}
     if all(len(curves.get(c, [])) >= 2 for c in ("Phase 2", "Base")):
-        bd["Phase 2 vs Base"] = bd_rate(sorted(curves["Base"]), sorted(curves["Phase 2"]))
+        bd["Phase 2 vs Base"] = bd_rate(_monotone(curves["Base"]), _monotone(curves["Phase 2"]))
     for name, pts in anchors.items():
         for c, mine in curves.items():
             if len(mine) >= 2:
-                bd[f"{c} vs {name.upper()}"] = bd_rate(sorted(pts), sorted(mine))
+                bd[f"{c} vs {name.upper()}"] = bd_rate(_monotone(pts), _monotone(mine))
     if args.plot:
         _plot(curves, rows, anchors, Path(args.plot))
     return {"command": f"python scripts/protocol_results.py trained --runs {args.runs}"
                        + (f" --plot {args.plot}" if args.plot else ""),
             "images": sorted(images), "rows": rows, "anchors": anchors, "bd_rate_percent": bd}
+
+
+def _monotone(points) -> list[tuple[float, float]]:
+    """(bpp, PSNR) points sorted by rate, keeping only those that raise both rate and PSNR (a BD-rate's
+    interpolation needs strictly increasing sequences; an anchor's mean curve can repeat or dip)."""
+    out: list[tuple[float, float]] = []
+    for b, p in sorted((float(b), float(p)) for b, p in points):
+        if not out or (b > out[-1][0] and p > out[-1][1]):
+            out.append((b, p))
+    return out
+
+
+def _save_part(path: Path, part: str, value: dict) -> None:
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[part] = value
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _plot(curves, rows, anchors, path: Path) -> None:
@@ -359,6 +380,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--runs", default="runs/protocol")
     p.add_argument("--plot", default=None)
+    p.add_argument("--only", default=None, help="trained: evaluate only these labels (comma-separated), keep the rest")
     p.add_argument("--image", default="china")
     p.add_argument("--crop", default=None, help="TOP,LEFT,HEIGHT,WIDTH of the crop (default: the centre)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results-crop.png"))
@@ -367,11 +389,8 @@ def main() -> None:
     result = PARTS[args.part](args)
     result["seconds"] = time.perf_counter() - start
     result["date"] = time.strftime("%Y-%m-%d")
-    path = Path(args.json)
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[args.part] = result
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    print(f"{args.part}: {result['seconds']:.0f} s -> {path}")
+    _save_part(Path(args.json), args.part, result)
+    print(f"{args.part}: {result['seconds']:.0f} s -> {args.json}")
 
 
 if __name__ == "__main__":

@@ -158,9 +158,11 @@ def _with_codec_options(fn):
 def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, device, engines, max_pixels, memory,
              as_json) -> None:
     """Compress images (files or folders) to .hpcm streams."""
-    from ..codec.images import IMAGE_SUFFIXES, read_image
+    from ..codec.images import IMAGE_SUFFIXES, probe_image, read_image
 
     jobs = _targets(inputs, out, IMAGE_SUFFIXES, SUFFIX)
+    if len(jobs) == 1:
+        probe_image(jobs[0][0])  # a lone bad input: refused before an export is made or loaded
     codec = _codec(export_dir, backend, device, engines, max_pixels, memory, margin, legacy_streams, alpha)
 
     def work(src: Path, dst: Path) -> dict[str, Any]:

@@ -346,6 +346,21 @@ def read_image(path: str | Path):
         raise InputError(f"{p} is not a readable image ({str(exc).splitlines()[0]})") from None
 
 
+def probe_image(path: str | Path) -> None:
+    """Refuse, as :func:`read_image` would, a file that is missing or not an image, reading only its header
+    (milliseconds: a lone bad input is refused before any model is loaded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no such file: {p}")
+    try:
+        with Image.open(p):
+            pass
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{p} is not a readable image ({str(exc).splitlines()[0]})") from None
+
+
 def list_images(paths: list[str | Path], suffixes: set[str]) -> list[tuple[Path, Path]]:
     """``(file, path relative to its input root)`` for files and (recursively) folders."""
     out: list[tuple[Path, Path]] = []

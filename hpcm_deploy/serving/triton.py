@@ -208,8 +208,9 @@ class ClientError(HPCMError):
 
 
 def for_client(error: HPCMError) -> ClientError:
-    """``error`` as the one line a client gets, named by its kind (``hpcm_deploy.BitstreamError: ...``)."""
-    kind = type(type(error).__name__, (ClientError,), {"__module__": "hpcm_deploy"})
+    """``error`` as the one line a client gets, named by its kind (``hpcm_deploy.BitstreamError: ...``); still an
+    instance of that kind (``except InputError`` in the process that raised it keeps working)."""
+    kind = type(type(error).__name__, (ClientError, type(error)), {"__module__": "hpcm_deploy"})
     return kind(str(error))
 
 
