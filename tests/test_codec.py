@@ -269,9 +269,11 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, tiny_phase2_export)
     png = tmp_path / "junk.png"
     result = runner.invoke(main, ["decompress", str(junk), "-o", str(png), *ex])
     assert result.exit_code == 1 and result.output.count("\n") == 1 and not png.exists()
-    result = runner.invoke(main, ["compress", str(bad), "-o", str(out), "--export", str(tmp_path)])
-    assert result.exit_code == 1 and "not an export" in result.output
-    result = runner.invoke(main, ["compress", str(bad), "-o", str(out), *ex, "--engines", str(tmp_path)])
+    good = tmp_path / "good.png"
+    Image.fromarray(_photo(40, 48, seed=4)).save(good)
+    result = runner.invoke(main, ["compress", str(good), "-o", str(out), "--export", str(tmp_path)])
+    assert result.exit_code == 1 and "not an export" in result.output and not out.exists()
+    result = runner.invoke(main, ["compress", str(good), "-o", str(out), *ex, "--engines", str(tmp_path)])
     assert result.exit_code == 1 and "--engines is for --backend tensorrt" in result.output
     rgba = tmp_path / "rgba.png"
     Image.fromarray(np.dstack([_photo(40, 48, seed=3), np.full((40, 48), 128, np.uint8)])).save(rgba)
