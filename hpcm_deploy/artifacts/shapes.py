@@ -122,6 +122,10 @@ class SizeRange:
                 and self.min_batch <= batch <= self.max_batch)
 
 
+# the padded sizes engines (and ONNX Runtime's TensorRT provider) are built for unless told otherwise: min / opt / max
+DEFAULT_SIZES = SizeRange.from_sizes((256, 256), (512, 768), (2048, 2048))
+
+
 def stage_profile(program: CodingProgram, stage: str, sizes: SizeRange,
                   fixed_batch: int | None = None) -> dict[str, dict[str, tuple[int, ...]]]:
     """``{input name: {"min", "opt", "max": shape}}`` for one stage."""

@@ -181,8 +181,7 @@ class OnnxRuntimeBackend(Backend):
         self._ort = ort
         profiles, cache = {}, ""
         if kind == "tensorrt":
-            from ..artifacts.shapes import all_profiles
-            from ..exporting.engine_build import DEFAULT_SIZES
+            from ..artifacts.shapes import DEFAULT_SIZES, all_profiles
 
             check_tf32_env()
             profiles = all_profiles(manifest.program(), DEFAULT_SIZES, manifest.batch)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +24,7 @@ from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
 from ..runtime.limits import available_device_memory, default_tile_budget, memory_problem, size_problem
 from ..runtime.runner import Decoded, ProgramRunner
 from . import container
+from .flight import on_stream, run_in_flight
 from .images import OUT_OF_RANGE, ImageInfo, from_tensor, image_size, split_batch, to_tensor
 from .opening import Opened, Settings, open_export, open_model
 
@@ -356,52 +355,13 @@ class Codec:
         yield from self._in_flight(streams, work, in_flight, batch)
 
     def _on_stream(self, stream: Any) -> AbstractContextManager:
-        """Queue device work on the caller's CUDA ``stream``: a ``torch.cuda.Stream``, an object with a
-        ``cuda_stream`` or ``ptr`` handle (CuPy), or a raw ``cudaStream_t`` as an int. None: the current stream,
-        which the torch and TensorRT backends use anyway (the host then waits on that stream only, never on the
-        whole device). ONNX Runtime's CUDA provider runs on the stream its sessions were opened with."""
-        if stream is None:
-            return nullcontext()
-        if not str(self.backend.device).startswith("cuda") or not self.backend.torch_native:
-            raise InputError(f"stream= needs a CUDA device on the torch or tensorrt backend, not {self.backend.name} "
-                             f"on {self.backend.device}")
-        if not isinstance(stream, torch.cuda.Stream):
-            handle = stream if isinstance(stream, int) else getattr(stream, "cuda_stream", None)
-            handle = getattr(stream, "ptr", None) if handle is None else handle
-            if not isinstance(handle, int):
-                raise InputError(f"stream must be a torch.cuda.Stream, a CUDA stream handle or an object with "
-                                 f"one (cuda_stream, ptr), not {type(stream).__name__}")
-            stream = torch.cuda.ExternalStream(handle, device=self.backend.device)
-        return torch.cuda.stream(stream)
+        return on_stream(self.backend, stream)
 
     def _flight_lock(self) -> AbstractContextManager:
         return nullcontext() if self.backend.concurrent else self._lock
 
     def _in_flight(self, items: Iterable[Any], work, in_flight: int, batch: int | None) -> Iterator[Any]:
-        """``work`` over consecutive chunks of ``items`` on ``in_flight`` threads; results in order. An error
-        stops the iteration at its chunk (the chunks before it have been yielded)."""
-        if not isinstance(in_flight, int) or in_flight < 1:
-            raise InputError(f"in_flight must be a positive number of batches, not {in_flight!r}")
-        size = batch or self.max_batch
-        if not isinstance(size, int) or size < 1:
-            raise InputError(f"batch must be a positive number of images, not {batch!r}")
-        source = iter(items)
-
-        def chunks() -> Iterator[list[Any]]:
-            while True:
-                chunk = [item for _, item in zip(range(size), source)]
-                if not chunk:
-                    return
-                yield chunk
-
-        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="hpcm-flight") as pool:
-            pending: deque = deque()
-            for chunk in chunks():
-                pending.append(pool.submit(work, chunk))
-                if len(pending) >= in_flight:
-                    yield from pending.popleft().result()
-            while pending:
-                yield from pending.popleft().result()
+        return run_in_flight(items, work, in_flight, batch or self.max_batch)
 
     def decompress_progressive(self, stream: bytes, every: str = "scale", kind: str = "pil",
                                device: str | None = None, partial: bool = True, fill: str = "context") -> Any:

@@ -32,7 +32,7 @@ from ..artifacts.engine_manifest import (
     timing_cache_plan,
 )
 from ..artifacts.export import Manifest
-from ..artifacts.shapes import SizeRange, all_profiles
+from ..artifacts.shapes import DEFAULT_SIZES, SizeRange, all_profiles
 from ..backends.trt_lib import cuda_device, cuda_index, import_tensorrt, on_gpu, resolve_cuda
 from ..errors import BackendError, ConfigError
 from ..files import sha256_file, staged_directory, write_atomic
@@ -40,7 +40,6 @@ from .fp16_recipe import recipe_graph
 from .weights import share_weights
 
 log = logging.getLogger(__name__)
-DEFAULT_SIZES = SizeRange.from_sizes((256, 256), (512, 768), (2048, 2048))
 
 __all__ = ["DEFAULT_SIZES", "PRECISIONS", "build_engines", "recipe_graphs"]
 
