@@ -228,13 +228,15 @@ def quiet_native_stderr(quiet: bool = True) -> Iterator[None]:
 
 def check_job(backend: str, device: str, workers: int, batch_size: int, gpus_per_worker: float,
               cpus_per_worker: float, address: str | None) -> None:
-    """Everything about a job that can be refused before Ray starts: the numbers, the backend's device, and GPUs
-    asked of a local Ray on a machine without one (Ray would wait for them forever). A cluster's GPUs are
-    counted once it is joined."""
+    """Everything about a job that can be refused before Ray starts (and before the default export is made): the
+    numbers, the backend's device, a cluster address nothing answers on, and GPUs asked of a local Ray on a machine
+    without one (Ray would wait for them forever). A cluster's GPUs are counted once it is joined."""
     from ..backends import check_device
 
     _check_arguments(workers, batch_size, gpus_per_worker, cpus_per_worker, device)
     check_device(backend, device)
+    if address is not None:
+        _probe(address)
     if address is None and (gpus_per_worker or device != "cpu"):
         import torch
 
