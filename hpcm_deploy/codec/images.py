@@ -333,6 +333,18 @@ def from_tensor(x: torch.Tensor, info: ImageInfo) -> Any:
 
 def read_image(path: str | Path):
     """A PIL image from a file; a clear :class:`InputError` when it is missing or not an image."""
+    return _open_image(path, load=True)
+
+
+def probe_image(path: str | Path) -> None:
+    """Refuse, as :func:`read_image` would, a file that is missing or not an image, reading only its header
+    (milliseconds: a lone bad input is refused before any model is loaded)."""
+    _open_image(path, load=False)
+
+
+def _open_image(path: str | Path, load: bool):
+    """The file's image decoded (``load``) or only its header read; one :class:`InputError` for a missing file
+    or one that is not an image."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -340,23 +352,10 @@ def read_image(path: str | Path):
         raise InputError(f"no such file: {p}")
     try:
         with Image.open(p) as img:
+            if not load:
+                return None
             img.load()
             return img.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{p} is not a readable image ({str(exc).splitlines()[0]})") from None
-
-
-def probe_image(path: str | Path) -> None:
-    """Refuse, as :func:`read_image` would, a file that is missing or not an image, reading only its header
-    (milliseconds: a lone bad input is refused before any model is loaded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"no such file: {p}")
-    try:
-        with Image.open(p):
-            pass
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"{p} is not a readable image ({str(exc).splitlines()[0]})") from None
 
