@@ -25,7 +25,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 COST_PRESETS = ("hpcm-base", "phase2", "phase2-memory", "phase2-speed", "phase2-quality")
-SPREAD = 20.0  # a random g_a's last layer x20: realistic latent magnitudes, so entropy coding does real work
 
 
 # ----------------------------------------------------------------------------------------------- part 1: cost
@@ -44,12 +43,10 @@ def _cost_one(preset: str, size: tuple[int, int], repeat: int) -> dict:
 
     import hpcm_deploy as hd
     from hpcm_deploy.evaluation.bench import PeakMemory
-    from hpcm_deploy.models.api import parameter_counts
+    from hpcm_deploy.models.api import parameter_counts, spread_latent
 
     torch.set_num_threads(2)
-    model = hd.load_model(preset, seed=0)
-    with torch.no_grad():
-        model.g_a.branch[-1].weight.mul_(SPREAD)
+    model = spread_latent(hd.load_model(preset, seed=0))  # realistic latents: the entropy coding does real work
     params = parameter_counts(model)
     rng = np.random.default_rng(7)
     coarse = rng.random((size[0] // 16, size[1] // 16, 3))
