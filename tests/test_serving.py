@@ -400,6 +400,21 @@ def test_bulk_refuses_a_cluster_that_does_not_answer_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists() and (src / "a.hpcm").stat().st_mtime_ns == before
 
 
+def test_engine_folders_reach_servers_and_workers_absolute_and_only_for_tensorrt(tmp_path, monkeypatch):
+    from hpcm_deploy.cli.options import engine_options
+
+    monkeypatch.chdir(tmp_path)
+    assert engine_options("engines/x", "tensorrt") == {"engines": str(tmp_path / "engines" / "x")}
+    assert engine_options(None, "onnxruntime") == {}
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.hpcm").write_bytes(b"stream")
+    for verb in (["bulk", "decompress", str(src), str(tmp_path / "out")], ["serve"]):
+        result = CliRunner().invoke(main, [*verb, "--engines", "engines/x"])
+        assert result.exit_code == 1 and result.output == "error: --engines is for --backend tensorrt\n", verb
+    assert not (tmp_path / "out").exists()
+
+
 def test_bulk_worker_reports_files_that_vanished_or_became_unreadable_and_codes_the_rest(tmp_path,
                                                                                          tiny_phase2_export, codec):
     """What an actor does when files changed after the job was planned (no Ray needed to call it)."""

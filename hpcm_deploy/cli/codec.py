@@ -18,7 +18,16 @@ from ..config import DEFAULT_MAX_PIXELS
 from ..errors import HPCMError, InputError
 from ..files import write_atomic
 from . import main
-from .options import backend_option, check_runnable, device_option, export_option, parse_memory, resolve_export
+from .options import (
+    backend_option,
+    check_runnable,
+    device_option,
+    engine_options,
+    engines_option,
+    export_option,
+    parse_memory,
+    resolve_export,
+)
 from .progress import print_table
 
 TOTAL_STEPS = 11  # coding steps of a full decode (scale 1: 2, scale 2: 3, scale 3: 6)
@@ -114,10 +123,8 @@ def _codec(export: str | None, backend: str, device: str, engines: str | None, m
 
     margins = margins_for(margin)  # checked before an export is made or loaded
     parse_alpha(alpha)
-    if engines is not None and backend != "tensorrt":
-        raise InputError("--engines is for --backend tensorrt")
+    extra = engine_options(engines, backend)
     check_runnable(backend, device)
-    extra = {"engines": engines} if engines is not None else {}
     return Codec(resolve_export(export), backend=backend, device=device, margins=margins,
                  max_pixels=max_pixels or None, memory=parse_memory(memory), legacy_streams=legacy, alpha=alpha,
                  **extra)
@@ -125,8 +132,7 @@ def _codec(export: str | None, backend: str, device: str, engines: str | None, m
 
 codec_options = [
     export_option, backend_option, device_option,
-    click.option("--engines", type=click.Path(file_okay=False), help="TensorRT engine directory made by "
-                 "build-engine (default: engines/<export>/<gpu-arch>-trt<version>-<export precision>)."),
+    engines_option,
     click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images (compress) and streams (decompress) of more pixels than this; 0: no limit."),
     click.option("--memory", default="auto", show_default=True, help="Working memory of the analysis/synthesis "

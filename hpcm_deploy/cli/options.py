@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..backends import BACKENDS
 from ..config import HPCMConfig
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, InputError
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
@@ -117,8 +118,21 @@ def resolve_export(export_dir: str | None) -> str:
     return str(demo_export())
 
 
+def engine_options(engines: str | None, backend: str) -> dict[str, str]:
+    """The codec keyword for ``--engines``: the folder made absolute (so that a server or a bulk worker in another
+    working directory finds it), refused for a backend other than TensorRT."""
+    if engines is None:
+        return {}
+    if backend != "tensorrt":
+        raise InputError("--engines is for --backend tensorrt")
+    return {"engines": str(Path(engines).resolve())}
+
+
 export_option = click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export directory "
                              "(default: the embedded demo model, exported once into the user's cache folder).")
 backend_option = click.option("--backend", type=click.Choice(list(BACKENDS)), default="onnxruntime",
                               show_default=True)
 device_option = click.option("--device", help="cpu, cuda or cuda:N (default: cpu; cuda for tensorrt).")
+engines_option = click.option("--engines", type=click.Path(file_okay=False), help="TensorRT engine directory made "
+                              "by build-engine (with --backend tensorrt; default: engines/<export>/<gpu-arch>-"
+                              "trt<version>-<export precision>).")

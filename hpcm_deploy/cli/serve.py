@@ -6,15 +6,21 @@ import json
 import logging
 import signal
 import threading
-from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import InputError
 from . import main
-from .options import backend_option, check_runnable, device_option, export_option, resolve_export
+from .options import (
+    backend_option,
+    check_runnable,
+    device_option,
+    engine_options,
+    engines_option,
+    export_option,
+    resolve_export,
+)
 
 
 @main.command()
@@ -29,8 +35,7 @@ from .options import backend_option, check_runnable, device_option, export_optio
               "model instance each, at most 8).")
 @click.option("--max-queue-delay-ms", type=float, default=5.0, show_default=True, help="How long the batcher may "
               "hold a request to fill a batch.")
-@click.option("--engines", type=click.Path(file_okay=False), help="TensorRT engine directory made by build-engine "
-              "(with --backend tensorrt; default: the export's engines for this GPU).")
+@engines_option
 @click.option("--metrics-port", type=int, help="Serve Triton's Prometheus metrics on this port (default: off).")
 def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, max_queue_delay_ms, engines,
           metrics_port) -> None:
@@ -52,9 +57,7 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     console = Console(stderr=True)
     try:
-        if engines is not None and backend != "tensorrt":
-            raise InputError("--engines is for --backend tensorrt")
-        extra = {"engines": str(Path(engines).resolve())} if engines is not None else {}
+        extra = engine_options(engines, backend)
         codec = Codec(resolve_export(export_dir), backend=backend, device=device, max_batch=max_batch, **extra)
         server = CodecServer(codec, host=host, http_port=http_port, grpc_port=grpc_port, max_batch=max_batch,
                              max_queue_delay_ms=max_queue_delay_ms, triton_log=verbose, metrics_port=metrics_port)
@@ -78,6 +81,7 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
 @export_option
 @backend_option
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (each worker sees its own GPUs).")
+@engines_option
 @click.option("--workers", type=int, default=1, show_default=True, help="Actors, each with its own codec.")
 @click.option("--gpus-per-worker", type=float, default=0, show_default=True)
 @click.option("--cpus-per-worker", type=float, default=1, show_default=True, help="Also ONNX Runtime's threads.")
@@ -86,13 +90,14 @@ def serve(export_dir, backend, device, host, http_port, grpc_port, max_batch, ma
               "see INPUT_DIR.")
 @click.option("--object-store-mb", type=int, help="Cap of the local Ray's object store (default: Ray's).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def bulk(verb, input_dir, output_dir, export_dir, backend, device, workers, gpus_per_worker, cpus_per_worker,
+def bulk(verb, input_dir, output_dir, export_dir, backend, device, engines, workers, gpus_per_worker, cpus_per_worker,
          batch_size, address, object_store_mb, as_json) -> None:
     """Compress (images -> .hpcm) or decompress (.hpcm -> PNG) a folder with Ray Data, keeping its structure."""
     from ..serving.bulk import check_job, plan, quiet_native_stderr, run_bulk
 
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     check_job(backend, device, workers, batch_size, gpus_per_worker, cpus_per_worker, address)
+    extra = engine_options(engines, backend)
     jobs = plan(verb, input_dir, output_dir)
     export = resolve_export(export_dir)
     console = Console(stderr=True)
@@ -107,11 +112,10 @@ def bulk(verb, input_dir, output_dir, export_dir, backend, device, workers, gpus
                                   soft_wrap=True)
             bar.update(task, advance=1, description=item.source.name)
 
-        report = run_bulk(verb, jobs, export, progress, backend=backend, device=device,
-                          workers=workers,
+        report = run_bulk(verb, jobs, export, progress, backend=backend, device=device, workers=workers,
                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_size=batch_size,
                           address=address, object_store_memory=object_store_mb * 1024**2 if object_store_mb else None,
-                          verbose=verbose)
+                          verbose=verbose, **extra)
     if as_json:
         click.echo(json.dumps({"done": report.done, "failed": [{"input": str(i.source), "error": i.error}
                                                                for i in report.failed],

@@ -285,7 +285,8 @@ def worker_options(backend: str, cpus_per_worker: float) -> dict[str, Any]:
 def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.PathLike, *,
               backend: str = "onnxruntime", device: str = "cpu", workers: int = 1, gpus_per_worker: float = 0,
               cpus_per_worker: float = 1, batch_size: int = 4, address: str | None = None,
-              object_store_memory: int | None = None, verbose: bool = False) -> Iterator[BulkItem]:
+              object_store_memory: int | None = None, verbose: bool = False,
+              engines: str | os.PathLike | None = None) -> Iterator[BulkItem]:
     """Code ``jobs`` with Ray Data and yield each result (output bytes in ``BulkItem.data``) as it arrives.
 
     Nothing is written here; :func:`run_bulk` writes. The results come in completion order, not input order.
@@ -294,7 +295,10 @@ def iter_bulk(verb: str, jobs: Sequence[tuple[Path, Path]], export: str | os.Pat
 
     check_job(backend, device, workers, batch_size, gpus_per_worker, cpus_per_worker, address)
     options = worker_options(backend, cpus_per_worker)
-    export = str(Path(export).resolve())  # actors do not share the driver's working directory
+    # actors do not share the driver's working directory: every folder they open is made absolute here
+    export = str(Path(export).resolve())
+    if engines is not None:
+        options["engines"] = str(Path(engines).resolve())
     Manifest.load(export, verify_hashes=False)  # a missing export is the user's error, before Ray starts
     ray = _import_ray(address, verbose)
     outputs = {str(src): dst for src, dst in jobs}
