@@ -1,5 +1,5 @@
 """Issue 28 measurements on the demo model at 768x512 (torch backend, this machine's CPU), A/B interleaved in one
-process: preview time and PSNR (fill="hyperprior" vs "context") against a full decode, and batches in flight
+process: preview time and PSNR (fill="thumbnail" vs "context") against a full decode, and batches in flight
 against sequential calls.
 
     python scripts/bench_pipeline.py [--reps 3] [--images 4] [--size 512x768]
@@ -16,6 +16,7 @@ import numpy as np
 import hpcm_deploy as hd
 from hpcm_deploy.app.bundled import demo_weights
 from hpcm_deploy.image import random_image
+from hpcm_deploy.training.data import bundled_images
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,21 +43,33 @@ def main() -> None:
     stream = codec.compress(photos[0])
     runs: dict[str, list[float]] = {}
     images: dict[str, np.ndarray] = {}
-    cases = {"full": lambda: codec.decompress(stream, kind="numpy")}
+    kinds: dict[str, tuple[int, str] | None] = {"full": None}  # name -> (steps, fill) of a preview
     for k in (2, 5):
-        for fill in ("hyperprior", "context"):
-            cases[f"preview{k}-{fill}"] = lambda k=k, fill=fill: codec.preview(stream, k, kind="numpy",
-                                                                              fill=fill).image
+        for fill in ("thumbnail", "context"):
+            kinds[f"preview{k}-{fill}"] = (k, fill)
+
+    def decode(s: bytes, kind: tuple[int, str] | None) -> np.ndarray:
+        if kind is None:
+            return codec.decompress(s, kind="numpy")
+        return codec.preview(s, kind[0], kind="numpy", fill=kind[1]).image
+
     for _ in range(args.reps):
-        for name, fn in cases.items():
-            seconds, images[name] = timed(fn)
+        for name, kind in kinds.items():
+            seconds, images[name] = timed(lambda kind=kind: decode(stream, kind))
             runs.setdefault(name, []).append(seconds)
+    # quality on photographs: the bundled held-out images (the random image above is smooth noise)
+    heldout: dict[str, list[float]] = {}
+    for photo in bundled_images("heldout").values():
+        s = codec.compress(photo)
+        for name, kind in kinds.items():
+            heldout.setdefault(name, []).append(psnr(decode(s, kind), photo))
     full = statistics.median(runs["full"])
-    print("| decode | median s | of full decode | PSNR dB |")
-    print("|---|---|---|---|")
-    for name in cases:
+    print(f"| decode ({height}x{width}) | median s | of full decode | PSNR dB (this image) | PSNR dB (held-out mean) |")
+    print("|---|---|---|---|---|")
+    for name in kinds:
         med = statistics.median(runs[name])
-        print(f"| {name} | {med:.3f} | {100 * med / full:.0f} % | {psnr(images[name], photos[0]):.2f} |")
+        print(f"| {name} | {med:.3f} | {100 * med / full:.0f} % | {psnr(images[name], photos[0]):.2f} | "
+              f"{statistics.mean(heldout[name]):.2f} |")
     if args.skip_flight:
         return
     flight: dict[str, list[float]] = {}

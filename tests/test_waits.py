@@ -14,10 +14,12 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import hpcm_deploy as hd
 from hpcm_deploy.backends.base import Backend
 from hpcm_deploy.entropy.lanes import ScaleIndexer
+from hpcm_deploy.models import lattice
 
 from .helpers import images
 
@@ -204,19 +206,40 @@ def test_batches_in_flight_equal_one_call(tiny_phase2):
         list(codec.compress_many(items, in_flight=0))
 
 
-def test_a_hyperprior_preview_runs_only_the_decoded_steps_and_the_synthesis(tiny_phase2):
+def test_a_thumbnail_preview_runs_only_the_decoded_steps_and_draws_the_last_complete_scale(tiny_phase2):
     codec = hd.Codec(tiny_phase2)
-    x = images(1, 64, 64, seed=11)[0]
+    x = images(1, 64, 128, seed=11)[0]
     stream = codec.compress(x)
     ran: list[str] = []
     real = codec.backend.run
     codec.backend.run = lambda stage, inputs: ran.append(stage) or real(stage, inputs)
     try:
-        fast = codec.preview(stream, 2, kind="numpy", fill="hyperprior")
+        fast = codec.preview(stream, 2, kind="numpy", fill="thumbnail")
     finally:
         del codec.backend.run
     assert ran == ["h_s", "s1_start", "s1_step1", "g_s"]
     slow = codec.preview(stream, 2, kind="numpy", fill="context")
-    assert fast.image.shape == slow.image.shape == (64, 64, 3) and fast.steps == 2
-    for preview in (fast.image, slow.image):  # a random model draws no likeness: a valid image is what is asked
-        assert np.isfinite(preview).all() and preview.min() >= 0 and preview.max() <= 1
+    assert fast.image.shape == slow.image.shape == (64, 128, 3) and fast.steps == 2
+    # the picture is g_s of the s1 grid of the latent the encoder coded, enlarged 4x (computed here from the
+    # reference model, not from the decoder's state)
+    model = codec.backend.model
+    with torch.no_grad():
+        xp, _ = hd.pad_image(x[None])
+        y_hat = model.compress(xp, return_latents=True)["y_hat"]
+        for steps, scale in ((2, 1), (5, 2)):
+            grid = lattice.to_scale(y_hat, scale)
+            h, w = grid.shape[-2:]
+            small = model.g_s(F.pad(grid, (0, -w % 4, 0, -h % 4), mode="replicate")).clamp(0, 1)
+            small = small[..., : 16 * h, : 16 * w]
+            want = F.interpolate(small, size=xp.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
+            want = hd.crop_image(want, (64, 128))
+            got = codec.preview(stream, steps, kind="numpy", fill="thumbnail").image
+            np.testing.assert_allclose(got, want[0].permute(1, 2, 0).numpy(), atol=1e-5)
+    # inside a scale, the last complete scale is drawn: the same picture as at its end
+    for inside, end in ((3, 2), (4, 2), (7, 5), (10, 5)):
+        np.testing.assert_array_equal(codec.preview(stream, inside, kind="numpy", fill="thumbnail").image,
+                                      codec.preview(stream, end, kind="numpy", fill="thumbnail").image)
+    first = codec.preview(stream, 1, kind="numpy", fill="thumbnail").image  # half of scale 1
+    assert first.shape == (64, 128, 3) and np.isfinite(first).all() and 0 <= first.min() and first.max() <= 1
+    with pytest.raises(hd.InputError, match="fill must be 'thumbnail' or 'context'"):
+        codec.preview(stream, 2, fill="hyperprior")

@@ -22,6 +22,7 @@ from ..image import crop_image, pad_image, padded_size
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
 from ..runtime.limits import available_device_memory, default_tile_budget, memory_problem, size_problem
+from ..runtime.preview import FILLS
 from ..runtime.runner import Decoded, ProgramRunner
 from . import container
 from .flight import on_stream, run_in_flight
@@ -308,8 +309,8 @@ class Codec:
 
     @staticmethod
     def _check_fill(fill: str) -> None:
-        if fill not in ("hyperprior", "context"):
-            raise InputError(f"fill must be 'hyperprior' or 'context', not {fill!r}")
+        if fill not in FILLS:
+            raise InputError(f"fill must be {' or '.join(repr(f) for f in FILLS)}, not {fill!r}")
 
     @staticmethod
     def _check_kind(kind: str, dtype: Any, layout: str | None) -> None:
@@ -364,15 +365,16 @@ class Codec:
         return run_in_flight(items, work, in_flight, batch or self.max_batch)
 
     def decompress_progressive(self, stream: bytes, every: str = "scale", kind: str = "pil",
-                               device: str | None = None, partial: bool = True, fill: str = "context") -> Any:
+                               device: str | None = None, partial: bool = True, fill: str = "thumbnail") -> Any:
         """Progressive decoding: yields :class:`DecompressResult` previews, coarse to fine, then the full image.
 
         ``every="scale"``: after scales 1 and 2 (2 and 5 of the 11 coding steps); ``"step"``: after each step.
-        Each preview decodes the steps so far exactly and fills the positions not yet decoded: ``fill=
-        "context"`` (the default) with the means the context model predicts, running every later step's network
-        (60-80 % of a full decode's time); ``fill="hyperprior"`` from the hyperprior's parameters, running only
-        the synthesis (14-18 %), but 3-10 dB worse today (scripts/bench_pipeline.py). ``result.steps`` says how
-        many steps a preview holds. A truncated stream (``partial``, the default here) yields the previews its
+        Each preview decodes the steps so far exactly; ``fill="thumbnail"`` (the default) draws the last
+        complete scale's grid at 1/4 (scale 1) or 1/2 (scale 2) of the size and enlarges it: 7 % (18 %) of a full
+        decode's time on the demo model at 768x512; ``fill="context"`` gives the positions not yet decoded the
+        means the context model predicts, running every later step's network and the full-size synthesis (about a
+        full decode's time), 4-5 dB sharper (docs/bitstream.md, scripts/bench_pipeline.py). ``result.steps``
+        says how many steps a preview holds. A truncated stream (``partial``, the default here) yields the previews its
         bytes reach and then its best image."""
         if every not in ("scale", "step"):
             raise InputError(f"every must be 'scale' or 'step', not {every!r}")
@@ -395,7 +397,7 @@ class Codec:
             yield out[0]
 
     def preview(self, stream: bytes, steps: int, kind: str = "pil", device: str | None = None,
-                partial: bool = True, fill: str = "context") -> DecompressResult:
+                partial: bool = True, fill: str = "thumbnail") -> DecompressResult:
         """The image after the first ``steps`` of the 11 coding steps (2: end of scale 1, 5: end of scale 2),
         decoding only as far as that; the positions not yet decoded take their predicted means. A truncated
         stream gives what its bytes reach (``result.steps``). ``fill``: as for :meth:`decompress_progressive`."""

@@ -341,9 +341,10 @@ class ProgramRunner:
                         fill: str = "context") -> Iterator[Decoded]:
         """Progressive decoding: a preview after each of the step counts ``after`` (1 ... 10; e.g. (2, 5) for
         the ends of scales 1 and 2), then the full decode, in one pass over the stream. ``fill``: how a preview
-        completes the positions not yet decoded: ``"hyperprior"`` (the hyperprior's means; only ``g_s`` runs,
-        :mod:`.preview`) or ``"context"`` (the means the context model predicts: every remaining stage runs on a
-        fork of the state without reading, nearly a full decode's network time)."""
+        is drawn: ``"thumbnail"`` (the last complete scale's grid drawn small and enlarged; no later step runs,
+        :mod:`.preview`) or ``"context"`` (the positions not yet decoded take the means the context model
+        predicts: every remaining stage runs on a fork of the state without reading, nearly a full decode's
+        network time)."""
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
         yield from self._decode(y_strings, z_strings, z_shape, False, side, None, lanes, partial, after, timings,
@@ -369,7 +370,7 @@ class ProgramRunner:
             else:
                 self._decode_op(op, state, readers, t, side, run, replay)
                 if op.kind == "code_y" and int(op.ref) + 1 in after:
-                    if fill == "hyperprior":
+                    if fill == "thumbnail":
                         yield self._synthesise(state, int(op.ref) + 1, t, run)
                     else:
                         fork = dict(state)  # tensors are single-assignment: a shallow copy is a snapshot
@@ -379,18 +380,23 @@ class ProgramRunner:
                       run.steps(), run.offsets)
 
     def _synthesise(self, state: dict[str, Any], steps: int, t: Timings, run: _DecodeRun) -> Decoded:
-        """A preview after ``steps`` coding steps: the latent completed from the hyperprior, then ``g_s``."""
+        """A preview after ``steps`` coding steps: the last complete scale's grid drawn by ``g_s`` at its size,
+        enlarged to the image's (:mod:`.preview`)."""
         code = self.program.code_steps[steps - 1]
         placer = self._placing[(code.scale, code.partition)]
         y_hat = state[placer.inputs[placer.roles.index("y_hat")]]
         start = time.perf_counter()
-        full, zeros = self._fill.latent(steps, y_hat, state[code.q], state[code.means], state["params"])
+        grid, zeros, real, size = self._fill.latent(steps, y_hat, state[code.q], state[code.means],
+                                                    state["params"])
         t.host += time.perf_counter() - start
         g_s = self.program.stages["g_s"]
-        scratch = dict(zip(g_s.inputs, (full, zeros, zeros)))
+        scratch = dict(zip(g_s.inputs, (grid, zeros, zeros)))
         self._run_stage("g_s", scratch, t)
+        start = time.perf_counter()
+        x_hat = self._fill.enlarge(scratch["x_hat"], real, size)
+        t.host += time.perf_counter() - start
         counts = [min(n, steps) for n in run.steps()]
-        return Decoded(scratch["x_hat"], run.symbols[:steps], t, None, run.indexes[:], {}, counts, run.offsets[:])
+        return Decoded(x_hat, run.symbols[:steps], t, None, run.indexes[:], {}, counts, run.offsets[:])
 
     def _fill_rest(self, state: dict[str, Any], start: int, t: Timings, side, run: _DecodeRun) -> Decoded:
         """Run the decode ops from ``start`` on without reading: every later step's symbols are zero, i.e. its
