@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import hpcm_deploy as hd
 from hpcm_deploy.artifacts.export import Manifest
 from hpcm_deploy.backends import backend_options, parse_backend_spec
-from hpcm_deploy.backends.lowp import CpuFeatures, bf16_problem, cpu_features, parse_cpu_flags
+from hpcm_deploy.backends.lowp import CpuFeatures, bf16_problem, cpu_features, parse_cpu_flags, resolve_precision
 from hpcm_deploy.backends.torch_backend import TorchBackend
 from hpcm_deploy.cli import main
 from hpcm_deploy.evaluation.precision_cost import compare_codecs
@@ -55,6 +55,17 @@ def test_bf16_is_refused_in_one_line_without_native_bfloat16(tiny_base):
     TorchBackend(tiny_base, program, "cpu", precision="fp32", cpu=avx2)  # fp32 needs nothing
 
 
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(tiny_base):
+    avx2, spr = parse_cpu_flags("flags : fpu sse2 avx2 fma"), parse_cpu_flags(SPR_FLAGS)
+    assert resolve_precision("auto", "cpu", spr) == "bf16" and resolve_precision("auto", "cpu", avx2) == "fp32"
+    assert resolve_precision("auto", "cuda", spr) == "fp32"
+    assert resolve_precision("bf16-full", "cpu", avx2) == "bf16-full"  # asked for: refused later, not changed
+    program = hd.Codec(tiny_base).program
+    assert TorchBackend(tiny_base, program, "cpu", precision="auto", cpu=avx2).precision == "fp32"  # no refusal
+    chosen = TorchBackend(tiny_base, program, "cpu", precision="auto", cpu=spr, emulate_bf16=True)
+    assert chosen.precision == "bf16" and chosen.modules["g_a"].net.dtype == torch.bfloat16
+
+
 def test_torch_precision_options_are_checked_and_spelled_as_bench_specs():
     assert parse_backend_spec("torch:bf16")[2] == {"precision": "bf16"}
     assert backend_options("torch", {"precision": "bf16-full", "layout": "channels_last"}).layout == "channels_last"
@@ -64,6 +75,19 @@ def test_torch_precision_options_are_checked_and_spelled_as_bench_specs():
         backend_options("torch", {"layout": "nhwc"})
     result = CliRunner().invoke(main, ["bench", "--backend", "torch:int8"])
     assert result.exit_code == 1 and result.output.count("\n") == 1
+
+
+def test_bench_specs_carry_typed_backend_options():
+    assert parse_backend_spec("torch:bf16,layout=channels_last@cpu") == (
+        "torch", "cpu", {"precision": "bf16", "layout": "channels_last"})
+    assert parse_backend_spec("onnxruntime,optimization=extended,threads=2")[2] == {
+        "optimization": "extended", "threads": 2}
+    assert parse_backend_spec("tensorrt,cuda_graphs=off")[2] == {"cuda_graphs": False}
+    for spec, message in (("onnxruntime,threads=two", "threads is a whole number"),
+                          ("onnxruntime,optimization=fast", "optimization must be all, extended or basic"),
+                          ("torch,stride=2", "has no option stride"), ("torch,layout", "options are key=value")):
+        with pytest.raises(hd.BackendError, match=message):
+            parse_backend_spec(spec)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_base_export", "tiny_phase2_export"])

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TorchOptions:
-    precision: str = "fp32"  # fp32, bf16 (stream-exact: transforms in bfloat16) or bf16-full (backends/lowp.py)
+    # fp32, bf16 (stream-exact: transforms in bfloat16), bf16-full or auto (bf16 where the CPU has native bfloat16,
+    # else fp32); backends/lowp.py. fp32 by default: then every machine draws the same pixels from a stream
+    precision: str = "fp32"
     layout: str = "auto"  # the transforms' memory layout: auto (channels-last for bf16 on the CPU), nchw, channels_last
     emulate_bf16: bool = False  # run bf16 on a CPU without AMX/AVX-512 BF16 (slower than fp32: correctness checks)
 
@@ -143,12 +145,37 @@ def open_backend(name: str, export: OpenedExport | Manifest | str | os.PathLike,
     return backend_kind(name).open(OpenedExport.open(export), device, typed)
 
 
+def _spec_value(name: str, key: str, text: str) -> Any:
+    """``text`` as the type of option ``key``'s default (bool, int or str) of backend ``name``."""
+    fields = {f.name: f for f in dataclasses.fields(backend_kind(name).options)}
+    if key not in fields:
+        raise BackendError(f"backend {name} has no option {key} (its options: {', '.join(fields)})")
+    default = fields[key].default
+    if isinstance(default, bool):
+        if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise BackendError(f"backend {name} option {key} is true or false, not {text!r}")
+        return text.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise BackendError(f"backend {name} option {key} is a whole number, not {text!r}") from None
+    return text
+
+
 def parse_backend_spec(spec: str, device: str | None = None) -> tuple[str, str, dict[str, Any]]:
-    """``name[:precision][@device]`` (e.g. ``tensorrt:fp16``, ``onnxruntime@cpu``) -> (name, device, options),
-    validated against the registry."""
+    """``name[:precision][,key=value...][@device]`` (e.g. ``tensorrt:fp16``, ``onnxruntime@cpu``,
+    ``torch,layout=channels_last``, ``onnxruntime,optimization=extended``) -> (name, device, options), validated
+    against the registry."""
     head, _, dev = spec.partition("@")
+    head, *pairs = head.split(",")
     name, _, precision = head.partition(":")
-    options = {"precision": precision} if precision else {}
+    options: dict[str, Any] = {"precision": precision} if precision else {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key:
+            raise BackendError(f"backend spec {spec!r}: options are key=value, not {pair!r}")
+        options[key.strip()] = _spec_value(name, key.strip(), text.strip())
     backend_options(name, options)
     return name, check_device(name, dev or device), options
 

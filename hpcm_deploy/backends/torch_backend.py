@@ -13,7 +13,7 @@ from ..errors import BackendError
 from ..models.hpcm import HPCM
 from ..stages import CodingProgram, stage_modules
 from .base import Backend
-from .lowp import CpuFeatures, apply_recipe, bf16_problem, resolve_layout
+from .lowp import CpuFeatures, apply_recipe, bf16_problem, resolve_layout, resolve_precision
 
 if TYPE_CHECKING:
     from ..artifacts.export import OpenedExport
@@ -37,11 +37,12 @@ class TorchBackend(Backend):
     def __init__(self, model: HPCM, program: CodingProgram, device: str | torch.device = "cpu",
                  precision: str = "fp32", layout: str = "auto", cpu: CpuFeatures | None = None,
                  emulate_bf16: bool = False) -> None:
-        """``precision``: fp32, bf16 (transforms in bfloat16, entropy path fp32: stream-exact) or bf16-full;
+        """``precision``: fp32, bf16 (transforms in bfloat16, entropy path fp32: stream-exact), bf16-full or auto
+        (bf16 on a CPU with native bfloat16, else fp32);
         ``layout`` of the transforms: auto, nchw or channels_last; ``cpu``: the CPU features bf16 is checked
         against (default: this machine's); ``emulate_bf16``: run bf16 even where the CPU only emulates it."""
         self.device = str(device)
-        self.precision = precision
+        self.precision = precision = resolve_precision(precision, self.device, cpu)
         if precision != "fp32" and not emulate_bf16:
             problem = bf16_problem(self.device, cpu)
             if problem:

@@ -15,9 +15,10 @@ from .progress import demo_export, print_table
 
 @main.command("bench")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), help="Export (default: the demo model).")
-@click.option("--backend", "backends", multiple=True, metavar="NAME[:PRECISION][@DEVICE]",
+@click.option("--backend", "backends", multiple=True, metavar="NAME[:PRECISION][,KEY=VALUE][@DEVICE]",
               help="Backend to time (repeatable; default: onnxruntime and torch): onnxruntime, torch or tensorrt, "
-                   "e.g. tensorrt:fp16@cuda, torch:bf16 (torch:bf16-full).")
+                   "e.g. tensorrt:fp16@cuda, torch:bf16 (torch:bf16-full), torch,layout=channels_last, "
+                   "onnxruntime,optimization=extended.")
 @click.option("--size", default="512x768", show_default=True, help="Image size HxW (512x768 is a 768x512 photo).")
 @click.option("--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Timed runs after warm-up.")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
@@ -196,11 +197,14 @@ def _print_previews(previews: dict[str, list[dict]], label: str) -> None:
 @click.option("--fp16-export", type=click.Path(file_okay=False), help="The recipe export (default: derived from "
               "EXPORT_DIR into a temporary folder).")
 @click.option("--heldout", is_flag=True, help="Also use the bundled held-out images.")
+@click.option("--margin", type=float, default=0.0, show_default=True, help="Signalling margin of both coders "
+              "(as compress --margin): 0 signals nothing; find the smallest with which a full recipe cross-decodes "
+              "and its byte cost.")
 @click.option("--json", "as_json", is_flag=True)
-def precision_cost_cmd(export_dir, images, precision, fp16_export, heldout, as_json) -> None:
+def precision_cost_cmd(export_dir, images, precision, fp16_export, heldout, margin, as_json) -> None:
     """What a precision recipe costs: bpp and PSNR against fp32, how often a CDF index or a top-k choice flips
-    when an fp32 stream is decoded with the recipe, and whether streams cross-decode exactly both ways (no
-    signalled decisions)."""
+    when an fp32 stream is decoded with the recipe, and whether streams cross-decode exactly both ways (by
+    default with no signalled decisions; --margin to signal)."""
     import tempfile
 
     from ..artifacts.export import Manifest
@@ -208,20 +212,23 @@ def precision_cost_cmd(export_dir, images, precision, fp16_export, heldout, as_j
     from ..evaluation.evaluate import load_images
     from ..evaluation.precision_cost import bf16_cost, precision_cost
     from ..exporting.fp16_recipe import derive_export
+    from ..runtime.decisions import margins_for
 
+    margins = margins_for(margin)
     pics = load_images(list(images), heldout)
     if not pics:
         raise InputError("no images: pass image files or folders, or --heldout")
     if precision.startswith("bf16"):
         if fp16_export:
             raise InputError("--fp16-export goes with --precision fp16 or fp16-full")
-        result = bf16_cost(export_dir, pics, precision)
+        result = bf16_cost(export_dir, pics, precision, margins=margins)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             recipe = "full" if precision == "fp16-full" else "exact"
             target = fp16_export or derive_export(Manifest.load(export_dir), f"{tmp}/fp16", "fp16", recipe)
-            result = precision_cost(export_dir, target, pics)
+            result = precision_cost(export_dir, target, pics, margins=margins)
         result["recipe"] = precision
+    result["margin"] = margin
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -233,5 +240,6 @@ def precision_cost_cmd(export_dir, images, precision, fp16_export, heldout, as_j
                f"({100 * result['cdf_flip_rate']:.4f} %), {t['topk_flips']} of {t['topk_choices']} top-k choices "
                f"({100 * result['topk_flip_rate']:.2f} %)")
     cross = result["cross_exact"]
-    click.echo("cross-decoding without signalled decisions: " +
+    how = f"with margin {margin:g}" if margin else "without signalled decisions"
+    click.echo(f"cross-decoding {how}: " +
                ", ".join(f"{k.replace('_to_', ' -> ')} {'exact' if v else 'NOT exact'}" for k, v in cross.items()))

@@ -136,8 +136,10 @@ def bench(export: str, backends: list[str], size: tuple[int, int] = (512, 768), 
         for side, rs, times in (("encode", enc_r, enc_t), ("decode", dec_r, dec_t)):
             # everything that is not a stage: entropy coding not hidden behind the network, copies, Python
             host[f"{side}_outside_stages"] = summary([t - r.timings["network"] for t, r in zip(times, rs)])
-        # the PyTorch stages load fp32 weights whatever the export's graphs are
-        precision = options.get("precision") or ("fp32" if name == "torch" else manifest.precision)
+        # what the stages ran in: the backend's resolved precision (torch "auto" names bf16 or fp32), else the
+        # spec's, else the export's (the PyTorch stages load fp32 weights whatever the export's graphs are)
+        precision = (getattr(codec.backend, "precision", None) or options.get("precision")
+                     or ("fp32" if name == "torch" else manifest.precision))
         b = BackendBench(spec, precision, summary(enc_t), summary(dec_t), stages_e, stages_d, host, mem.megabytes,
                          torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
                          open_seconds, opened.megabytes)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..codec import Codec
+from ..runtime.decisions import Margins
 from .metrics import psnr
 
 
@@ -69,16 +70,18 @@ def compare_codecs(c32: Codec, low: Codec, images: dict[str, np.ndarray], tag: s
 
 
 def precision_cost(export32: str | os.PathLike, export16: str | os.PathLike, images: dict[str, np.ndarray],
-                   backend: str = "onnxruntime") -> dict[str, Any]:
-    """The fp16 recipe export against the fp32 export (:func:`compare_codecs`), both on ``backend``."""
-    c32 = Codec(export32, backend=backend, margins=None)
-    c16 = Codec(export16, backend=backend, margins=None)
+                   backend: str = "onnxruntime", margins: Margins | None = None) -> dict[str, Any]:
+    """The fp16 recipe export against the fp32 export (:func:`compare_codecs`), both on ``backend``; both codecs
+    signal decisions within ``margins`` (None: nothing signalled, the strictest test)."""
+    c32 = Codec(export32, backend=backend, margins=margins)
+    c16 = Codec(export16, backend=backend, margins=margins)
     return compare_codecs(c32, c16, images, "fp16")
 
 
 def bf16_cost(export: str | os.PathLike, images: dict[str, np.ndarray], precision: str = "bf16",
-              device: str | None = None) -> dict[str, Any]:
-    """A bf16 recipe of the PyTorch stages against their fp32 (:func:`compare_codecs`), on one export."""
-    c32 = Codec(export, backend="torch", device=device, margins=None)
-    low = Codec(export, backend="torch", device=device, margins=None, precision=precision)
+              device: str | None = None, margins: Margins | None = None) -> dict[str, Any]:
+    """A bf16 recipe of the PyTorch stages against their fp32 (:func:`compare_codecs`), on one export, both codecs
+    signalling within ``margins``."""
+    c32 = Codec(export, backend="torch", device=device, margins=margins)
+    low = Codec(export, backend="torch", device=device, margins=margins, precision=precision)
     return compare_codecs(c32, low, images, precision)
