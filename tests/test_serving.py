@@ -200,6 +200,43 @@ def test_bad_inputs_are_triton_errors_with_the_codec_message_and_serving_goes_on
     assert server.proc.poll() is None
 
 
+def test_a_request_asks_for_a_preview_in_its_parameters(server, codec):
+    from pytriton.client.exceptions import PyTritonClientInferenceServerError
+
+    picture = _pictures([(96, 160)], seed=8)[0]
+    stream = codec.compress(Image.open(io.BytesIO(picture)))
+    with _client(server.url, "decompress") as c:
+        for parameters, steps, fill in (({"preview": "s1"}, 2, "thumbnail"), ({"preview": 5, "fill": "context"}, 5,
+                                                                               "context")):
+            png = c.infer_sample(stream=np.array([stream], dtype=object), parameters=parameters)["image"][0]
+            want = codec.preview(stream, steps, kind="numpy", fill=fill).image
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), want), parameters
+        with pytest.raises(PyTritonClientInferenceServerError, match="preview must be s1, s2, s3 or a step count"):
+            c.infer_sample(stream=np.array([stream], dtype=object), parameters={"preview": "s9"})
+        full = c.infer_sample(stream=np.array([stream], dtype=object))["image"][0]  # serving goes on
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(full))), codec.decompress(stream, kind="numpy"))
+
+
+def test_preview_requests_are_checked_and_decoded_beside_full_ones(codec):
+    from hpcm_deploy.serving import decompress_files, preview_request
+
+    assert preview_request(None) is None and preview_request({}) is None
+    assert preview_request({"preview": "S2"}) == (5, "thumbnail")
+    assert preview_request({"preview": 3, "fill": "context"}) == (3, "context")
+    for bad, message in (({"preview": 0}, "step count 1-11"), ({"preview": "s1", "fill": "blur"}, "fill must be"),
+                         ({"fill": "context"}, "fill goes with a preview"),
+                         ({"steps": 2}, "unknown request parameter")):
+        with pytest.raises(hd.InputError, match=message):
+            preview_request(bad)
+    streams = [codec.compress(Image.open(io.BytesIO(p))) for p in _pictures([(64, 64), (80, 120)], seed=4)]
+    out = decompress_files(codec, [streams[0], streams[1], b"junk", streams[1]],
+                           previews=[None, (2, "thumbnail"), (2, "thumbnail"), None])
+    assert isinstance(out[2], hd.HPCMError)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out[1]))),
+                          codec.preview(streams[1], 2, kind="numpy").image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out[3]))), codec.decompress(streams[1], kind="numpy"))
+
+
 def _rgba_png(h: int, w: int) -> bytes:
     """An image the codec refuses by default (it has an alpha channel) although Pillow reads it."""
     buf = io.BytesIO()

@@ -229,17 +229,6 @@ def decompress(inputs, out, preview, fill, partial, export_dir, backend, device,
     _run_files(jobs, work, "decompressing", as_json)
 
 
-def _preview_steps(text: str | None) -> int | None:
-    if text is None:
-        return None
-    named = {"s1": 2, "s2": 5, "s3": 11}
-    if text.lower() in named:
-        return named[text.lower()]
-    if text.isdigit() and 1 <= int(text) <= 11:
-        return int(text)
-    raise InputError(f"--preview must be s1, s2, s3 or a step count 1-11, not {text!r}")
-
-
 @main.command()
 @export_option
 @click.option("--image", type=click.Path(dir_okay=False, exists=True), help="Image to code (default: the bundled "
@@ -297,3 +286,12 @@ def _print_demo(r) -> None:
         table.add_row(f"[italic]{phase}[/]", f"{1000 * r.encode_phases.get(phase, 0):.1f}",
                       f"{1000 * r.decode_phases.get(phase, 0):.1f}")
     print_table(table)
+
+
+def _preview_steps(text: str | None) -> int | None:
+    from ..runtime.preview import parse_preview
+
+    try:
+        return parse_preview(text)
+    except InputError as exc:
+        raise InputError(f"--{exc}") from None

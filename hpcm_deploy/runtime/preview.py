@@ -31,7 +31,24 @@ from ..models.hpcm import HPCM
 from ..schedule import CHUNKS, CODING_STEPS
 
 FILLS = ("thumbnail", "context")
+NAMED_PREVIEWS = {"s1": 2, "s2": 5, "s3": 11}  # the ends of scales 1, 2 and 3 in coding steps
 TILE = 4  # the s3 step pattern's period: g_s's placement masks tile the grid by it
+
+
+def parse_preview(value: Any) -> int | None:
+    """Coding steps of a preview asked as ``s1``/``s2``/``s3`` or a step count 1-11 (a string or an int);
+    ``None`` for none (the full image). One line (``InputError``) for anything else: the CLI's ``--preview``
+    and a server request's ``preview`` parameter read it alike."""
+    from ..errors import InputError
+
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in NAMED_PREVIEWS:
+        return NAMED_PREVIEWS[text]
+    if text.isdigit() and 1 <= int(text) <= len(CODING_STEPS):
+        return int(text)
+    raise InputError(f"preview must be s1, s2, s3 or a step count 1-{len(CODING_STEPS)}, not {value!r}")
 
 
 def decoded_mask(steps: int, like: torch.Tensor, M: int) -> torch.Tensor:

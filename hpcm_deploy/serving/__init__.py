@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import HPCMError, InputError
 
@@ -62,10 +63,44 @@ def compress_files(codec, files: Sequence[bytes], catch_all: bool = False) -> li
     return [r if r is not None else InputError("not coded") for r in out]
 
 
-def decompress_files(codec, streams: Sequence[bytes], catch_all: bool = False) -> list[Outcome]:
-    """``.hpcm`` streams -> PNG file bytes; a stream the codec refuses becomes its error, the others are decoded."""
-    results = _isolated(lambda s: codec.decompress(s, kind="pil"), [bytes(s) for s in streams], catch_all)
-    return [png_bytes(r) if not isinstance(r, HPCMError) else r for r in results]
+def decompress_files(codec, streams: Sequence[bytes], catch_all: bool = False,
+                     previews: Sequence[tuple[int, str] | None] | None = None) -> list[Outcome]:
+    """``.hpcm`` streams -> PNG file bytes; a stream the codec refuses becomes its error, the others are decoded.
+    ``previews``: per stream, ``None`` (the full image, decoded in one batch with the others) or ``(steps,
+    fill)`` of a preview (:meth:`~hpcm_deploy.Codec.preview`, one stream at a time)."""
+    data = [bytes(s) for s in streams]
+    wanted = list(previews) if previews is not None else [None] * len(data)
+    out: list[Any] = [None] * len(data)
+    full = [i for i, p in enumerate(wanted) if p is None]
+    decoded = _isolated(lambda batch: codec.decompress(batch, kind="pil"), [data[i] for i in full], catch_all)
+    for i, result in zip(full, decoded):
+        out[i] = result
+    for i, p in enumerate(wanted):
+        if p is not None:
+            steps, fill = p
+            out[i] = _isolated(lambda one, s=steps, f=fill: [codec.preview(one[0], s, kind="pil", fill=f).image],
+                               [data[i]], catch_all)[0]
+    return [png_bytes(r) if not isinstance(r, HPCMError) else r for r in out]
+
+
+def preview_request(parameters: Mapping[str, Any] | None) -> tuple[int, str] | None:
+    """A request's preview from its parameters (``preview``: s1, s2, s3 or 1-11; ``fill``: thumbnail or
+    context), or ``None`` for the full image; one line (``InputError``) for a bad value or an unknown name."""
+    from ..runtime.preview import FILLS, parse_preview
+
+    params = dict(parameters or {})
+    unknown = sorted(set(params) - {"preview", "fill"})
+    if unknown:
+        raise InputError(f"unknown request parameter {', '.join(unknown)} (decompress takes preview and fill)")
+    steps = parse_preview(params.get("preview"))
+    fill = str(params.get("fill", FILLS[0]))
+    if fill not in FILLS:
+        raise InputError(f"fill must be {' or '.join(FILLS)}, not {fill!r}")
+    if steps is None:
+        if "fill" in params:
+            raise InputError("fill goes with a preview parameter")
+        return None
+    return steps, fill
 
 
 def _isolated(fn, items: list, catch_all: bool = False) -> list:
@@ -98,4 +133,4 @@ def _as_user_error(exc: Exception) -> HPCMError:
     return HPCMError(f"could not be coded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
 
-__all__ = ["Outcome", "compress_files", "decompress_files", "image_from_bytes", "png_bytes"]
+__all__ = ["Outcome", "compress_files", "decompress_files", "image_from_bytes", "png_bytes", "preview_request"]

@@ -4,7 +4,9 @@ Two models:
 
 - ``compress``: input ``image`` (BYTES, the file bytes of a PNG, JPEG, ... image) -> output ``stream`` (BYTES, the
   ``.hpcm`` stream);
-- ``decompress``: input ``stream`` (BYTES) -> output ``image`` (BYTES, a PNG file).
+- ``decompress``: input ``stream`` (BYTES) -> output ``image`` (BYTES, a PNG file). A request's parameters may
+  ask for a preview: ``preview`` (``s1``, ``s2``, ``s3`` or a step count 1-11) and ``fill`` (``thumbnail``, the
+  default, or ``context``), as ``decompress --preview/--fill`` (previews are decoded one stream at a time).
 
 Every request is answered alone: an input the codec refuses comes back to its own client as a Triton error
 carrying the codec's message, the requests coded in the same batch get their results, and the server goes on
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, ConfigError, HPCMError
-from . import Outcome, compress_files, decompress_files
+from . import Outcome, compress_files, decompress_files, preview_request
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +177,16 @@ class CodecModel:
         # its batch axis.
         responses, failed = [], None
         for r, request in enumerate(requests):
-            items = [bytes(v) for v in np.asarray(request[self.input], dtype=object).reshape(-1)]
-            outcomes = self._batcher(items)
+            items: list[Any] = [bytes(v) for v in np.asarray(request[self.input], dtype=object).reshape(-1)]
+            outcomes: list[Outcome] | None = None
+            if self.name == DECOMPRESS:
+                try:
+                    preview = preview_request(getattr(request, "parameters", None))
+                    items = [(item, preview) for item in items]
+                except HPCMError as exc:  # this request's error, before anything is decoded
+                    outcomes = [exc]
+            if outcomes is None:
+                outcomes = self._batcher(items)
             error = _request_error(self.name, outcomes)
             if error is not None and failed is None:
                 failed = (r, error)
@@ -332,7 +342,8 @@ class CodecServer:
             self._triton = Triton(config=config, workspace=self._dir / "workspace")
             # catch_all: an unexpected error of one image is that image's error, not its batch's
             work = {COMPRESS: lambda items: compress_files(self.codec, items, catch_all=True),
-                    DECOMPRESS: lambda items: decompress_files(self.codec, items, catch_all=True)}
+                    DECOMPRESS: lambda items: decompress_files(self.codec, [s for s, _ in items], catch_all=True,
+                                                               previews=[p for _, p in items])}
             for name, (inp, out) in TENSORS.items():
                 batcher = RequestBatcher(name, work[name], self._lock, self.max_batch, self.max_queue_delay_ms / 1000)
                 self._batchers.append(batcher)
