@@ -25,7 +25,7 @@ import hpcm_deploy as hd
 from hpcm_deploy.app.bundled import SAMPLE, data_path
 from hpcm_deploy.cli.options import parse_memory
 verb, export, h, w, memory, backend, path = sys.argv[1:8]
-codec = hd.Codec(export, backend=backend, memory=parse_memory(memory), max_pixels=None)
+codec = hd.Codec(export, backend=backend, memory_budget=parse_memory(memory), max_pixels=None)
 opened = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 start = time.perf_counter()
 if verb == "compress":

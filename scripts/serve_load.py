@@ -19,11 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import warnings
 
 import numpy as np
 from PIL import Image
+
+from hpcm_deploy.errors import BackendError
+from hpcm_deploy.serving.triton import wait_ready
 
 
 def _free_port() -> int:
@@ -39,21 +41,6 @@ def _png(h: int, w: int, seed: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray((img * 255).astype(np.uint8)).save(buf, "PNG")
     return buf.getvalue()
-
-
-def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/compress/ready", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server did not become ready")
 
 
 def run_clients(url: str, image: bytes, clients: int, per_client: int) -> dict[str, float]:
@@ -102,7 +89,10 @@ def main() -> int:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ)
     rows: list[dict[str, float]] = []
     try:
-        _wait_ready(proc, http)
+        try:
+            wait_ready(f"127.0.0.1:{http}", proc, timeout=300)
+        except BackendError as exc:
+            raise SystemExit(f"{exc}: {proc.stderr.read() if proc.stderr else ''}") from None
         startup = time.perf_counter() - start
         image, url = _png(h, w, 0), f"127.0.0.1:{http}"
         run_clients(url, image, 1, 1)  # warm-up

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
+
+from hpcm_deploy.errors import BackendError
+from hpcm_deploy.serving.triton import wait_ready
 
 
 def free_port() -> int:
@@ -43,16 +45,10 @@ def main() -> None:
             lines.append((time.monotonic(), line.rstrip()))
 
     threading.Thread(target=read, daemon=True).start()
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/compress/ready", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            sys.exit("the server did not start:\n" + "\n".join(line for _, line in lines))
-        time.sleep(0.5)
+    try:
+        wait_ready(f"127.0.0.1:{http}", proc, timeout=600)
+    except BackendError as exc:
+        sys.exit(f"the server did not start ({exc}):\n" + "\n".join(line for _, line in lines))
     print(f"ready after {time.monotonic() - start:.1f} s")
     with ModelClient(f"127.0.0.1:{http}", "compress", inference_timeout_s=120) as client:
         try:

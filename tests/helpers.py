@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 import hpcm_deploy as hd
+from hpcm_deploy.image import random_image
 from hpcm_deploy.models.api import LATENT_SPREAD, spread_latent
 
 
@@ -23,8 +24,5 @@ def open_gates(model: hd.HPCM) -> None:
 
 
 def images(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
-    """Smooth random images (low-frequency noise), more image-like than white noise."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(batch, 3, max(1, height // 16), max(1, width // 16), generator=g)
-    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    return (x + 0.05 * torch.rand(batch, 3, height, width, generator=g)).clamp(0, 1)
+    """Smooth random images (one random value per 16 pixels, interpolated, plus 5 % white noise)."""
+    return random_image(batch, (height, width), seed, noise=0.05, cell=16)

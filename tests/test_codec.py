@@ -12,7 +12,7 @@ from PIL import Image
 import hpcm_deploy as hd
 from hpcm_deploy.cli import main
 from hpcm_deploy.codec import container
-from hpcm_deploy.codec.images import ImageInfo, from_tensor, to_tensor
+from hpcm_deploy.image import ImageInfo, from_tensor, to_tensor
 
 from .helpers import images
 
@@ -284,12 +284,20 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, tiny_phase2_export)
     assert result.exit_code == 0 and out.exists()
 
 
+def test_the_memory_budget_has_one_name_and_the_old_keyword_still_works(tiny_phase2_export):
+    with pytest.warns(DeprecationWarning, match="memory_budget"):
+        old = hd.Codec(tiny_phase2_export, memory=48 * 2**20)
+    assert old.memory_budget == 48 * 2**20 and hd.Codec(tiny_phase2_export, memory_budget=None).memory_budget is None
+    with pytest.raises(hd.InputError, match="not both"), pytest.warns(DeprecationWarning):
+        hd.Codec.from_export(tiny_phase2_export, memory=None, memory_budget=None)
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_tiled_transforms_decode_within_one_level_of_untiled(tiny_phase2_export, backend):
     """A memory budget small enough to tile g_a and g_s: the same streams decode within 1 LSB of an untiled
     decode, and the tiled encoder's streams decode exactly (odd sizes, a batch)."""
-    whole = hd.Codec(tiny_phase2_export, backend=backend, memory=None)
-    tiled = hd.Codec(tiny_phase2_export, backend=backend, memory=48 * 2**20)
+    whole = hd.Codec(tiny_phase2_export, backend=backend, memory_budget=None)
+    tiled = hd.Codec(tiny_phase2_export, backend=backend, memory_budget=48 * 2**20)
     pics = [_photo(500, 700, seed=50), _photo(500, 700, seed=51), _photo(300, 260, seed=52)]
     streams = whole.compress(pics)
     for stream in streams:

@@ -23,9 +23,9 @@ def test_compare_picture_shows_every_codec_at_most_at_the_models_rate(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from hpcm_deploy.codec.images import read_image
     from hpcm_deploy.evaluation.compare import compare_picture
     from hpcm_deploy.evaluation.metrics import psnr
+    from hpcm_deploy.image import read_image
 
     image = np.asarray(read_image(data_path("sample.png")).convert("RGB"))[:192, 64:320]
     out = tmp_path / "cmp.png"

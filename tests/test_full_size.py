@@ -24,7 +24,7 @@ def test_full_size_stages_equal_reference_and_round_trip(name):
     prog = build_program(model.config)
     runner = ProgramRunner(prog, TorchBackend(model, prog), EntropyTables.from_model(model))
     x = images(1, 512, 768, seed=3)
-    enc = runner.encode(x, lanes=False)  # CompressAI payloads: the official strings
+    enc = runner.encode(x, legacy=True)  # CompressAI payloads: the official strings
     ref = model.compress(x, return_latents=True)
     assert enc.y_strings == ref["strings"][0] and enc.z_strings == ref["strings"][1]
     lane = runner.encode(x)  # lane payloads: the same symbols, decoded back exactly

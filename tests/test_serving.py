@@ -12,8 +12,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -118,18 +116,13 @@ def server(tiny_phase2_export):
                              "--grpc-port", str(grpc), "--max-batch", "4"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     srv = Server(proc, f"127.0.0.1:{http}", before, shm_before)
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{srv.url}/v2/models/decompress/ready", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            code, err = srv.stop()
-            pytest.fail(f"the server did not start (exit {code}):\n{err[-3000:]}")
-        time.sleep(0.5)
+    from hpcm_deploy.serving.triton import wait_ready
+
+    try:
+        wait_ready(srv.url, proc, timeout=180, model="decompress")
+    except hd.BackendError:
+        code, err = srv.stop()
+        pytest.fail(f"the server did not start (exit {code}):\n{err[-3000:]}")
     srv.processes = _descendants(proc.pid)
     yield srv
     srv.stop()

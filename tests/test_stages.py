@@ -59,11 +59,11 @@ def test_torch_stages_equal_the_reference_model(request, name, batch, h, w):
     prog = build_program(model.config)
     runner = ProgramRunner(prog, TorchBackend(model, prog), EntropyTables.from_model(model))
     x = images(batch, h, w, seed=batch * h)
-    enc = runner.encode(x, lanes=False)  # CompressAI payloads: the official code's strings
+    enc = runner.encode(x, legacy=True)  # CompressAI payloads: the official code's strings
     ref = model.compress(x, return_latents=True)
     assert enc.y_strings == ref["strings"][0] and enc.z_strings == ref["strings"][1]
     assert all((a == b).all() for a, b in zip(enc.symbols, ref["symbols"]))
-    dec = runner.decode(enc.y_strings, enc.z_strings, enc.z_shape, lanes=False)
+    dec = runner.decode(enc.y_strings, enc.z_strings, enc.z_shape, legacy=True)
     assert all((a == b).all() for a, b in zip(dec.symbols, enc.symbols))
     assert torch.equal(dec.x_hat, model.decompress(ref["strings"], ref["shape"])["x_hat"])
     lane = runner.encode(x)  # lane payloads (version 3): same symbols, same reconstruction
@@ -80,4 +80,4 @@ def test_torch_stages_follow_every_phase2_variant(overrides):
     prog = build_program(model.config)
     runner = ProgramRunner(prog, TorchBackend(model, prog), EntropyTables.from_model(model))
     x = images(1, 256, 256, seed=7)
-    assert runner.encode(x, lanes=False).y_strings == model.compress(x)["strings"][0]
+    assert runner.encode(x, legacy=True).y_strings == model.compress(x)["strings"][0]

@@ -51,7 +51,7 @@ def run_demo(export: str | os.PathLike | None = None, image: str | os.PathLike |
     from ..artifacts.export import OpenedExport
     from ..codec import Codec
     from ..codec.container import parse
-    from ..codec.images import read_image
+    from ..image import read_image
 
     root = Path(export) if export else default_export(progress=progress)
     path = Path(image) if image else data_path(SAMPLE)
@@ -92,8 +92,8 @@ def write_comparison(image: str | os.PathLike, out: str | os.PathLike, **options
     decode it at the same bits per pixel, written to ``out`` (:func:`~hpcm_deploy.evaluation.compare
     .compare_picture`; the models run as PyTorch stages, which write the same streams as their exports)."""
     from ..codec import Codec
-    from ..codec.images import read_image
     from ..evaluation.compare import compare_picture
+    from ..image import read_image
     from ..models.api import load_model
     from .bundled import demo_weights
 

@@ -34,7 +34,7 @@ TOTAL_STEPS = 11  # coding steps of a full decode (scale 1: 2, scale 2: 3, scale
 
 
 def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:
-    from ..codec.images import list_images
+    from ..image import list_images
 
     files = list_images(list(inputs), suffixes)
     if not files:
@@ -115,10 +115,10 @@ def _write(dst: Path, data) -> None:
         raise HPCMError(f"cannot write {dst} ({reason})") from None
 
 
-def _codec(export: str | None, backend: str, device: str, engines: str | None, max_pixels: int, memory: str,
+def _codec(export: str | None, backend: str, device: str, engines: str | None, max_pixels: int, memory_budget: str,
            margin: float | None = None, legacy: bool = False, alpha: str = "refuse"):
     from ..codec import Codec
-    from ..codec.images import parse_alpha
+    from ..image import parse_alpha
     from ..runtime.decisions import margins_for
 
     margins = margins_for(margin)  # checked before an export is made or loaded
@@ -126,8 +126,8 @@ def _codec(export: str | None, backend: str, device: str, engines: str | None, m
     extra = engine_options(engines, backend)
     check_runnable(backend, device)
     return Codec(resolve_export(export), backend=backend, device=device, margins=margins,
-                 max_pixels=max_pixels or None, memory=parse_memory(memory), legacy_streams=legacy, alpha=alpha,
-                 **extra)
+                 max_pixels=max_pixels or None, memory_budget=parse_memory(memory_budget), legacy_streams=legacy,
+                 alpha=alpha, **extra)
 
 
 codec_options = [
@@ -135,9 +135,10 @@ codec_options = [
     engines_option,
     click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Refuse images (compress) and streams (decompress) of more pixels than this; 0: no limit."),
-    click.option("--memory", default="auto", show_default=True, help="Working memory of the analysis/synthesis "
-                 "transforms, e.g. 512M or 4G: above it they run in overlapping tiles (auto: 1 GiB, or a quarter "
-                 "of a smaller machine; none: never tile)."),
+    click.option("--memory-budget", "--memory", "memory_budget", default="auto", show_default=True,
+                 help="Working memory of the analysis/synthesis transforms, e.g. 512M or 4G: above it they run in "
+                 "overlapping tiles (auto: 1 GiB, or a quarter of a smaller machine; none: never tile). --memory is "
+                 "its old name."),
     click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (bits per pixel, time per phase)."),
 ]
 
@@ -161,15 +162,15 @@ def _with_codec_options(fn):
               help="Images with an alpha channel (RGBA, LA, transparent PNG): refuse them, drop the alpha, or "
                    "composite them on a background colour (white, black, #rrggbb).")
 @_with_codec_options
-def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, device, engines, max_pixels, memory,
-             as_json) -> None:
+def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, device, engines, max_pixels,
+             memory_budget, as_json) -> None:
     """Compress images (files or folders) to .hpcm streams."""
-    from ..codec.images import IMAGE_SUFFIXES, probe_image, read_image
+    from ..image import IMAGE_SUFFIXES, probe_image, read_image
 
     jobs = _targets(inputs, out, IMAGE_SUFFIXES, SUFFIX)
     if len(jobs) == 1:
         probe_image(jobs[0][0])  # a lone bad input: refused before an export is made or loaded
-    codec = _codec(export_dir, backend, device, engines, max_pixels, memory, margin, legacy_streams, alpha)
+    codec = _codec(export_dir, backend, device, engines, max_pixels, memory_budget, margin, legacy_streams, alpha)
 
     def work(src: Path, dst: Path) -> dict[str, Any]:
         start = time.perf_counter()
@@ -199,12 +200,12 @@ def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, de
 @click.option("--partial", is_flag=True, help="Accept truncated streams (the first bytes of a version 3 file): "
               "decode as far as they go.")
 @_with_codec_options
-def decompress(inputs, out, preview, fill, partial, export_dir, backend, device, engines, max_pixels, memory,
+def decompress(inputs, out, preview, fill, partial, export_dir, backend, device, engines, max_pixels, memory_budget,
                as_json) -> None:
     """Decompress .hpcm streams (files or folders) to PNG images."""
     steps = _preview_steps(preview)
     jobs = _targets(inputs, out, {SUFFIX}, ".png")
-    codec = _codec(export_dir, backend, device, engines, max_pixels, memory)
+    codec = _codec(export_dir, backend, device, engines, max_pixels, memory_budget)
 
     def work(src: Path, dst: Path) -> dict[str, Any]:
         start = time.perf_counter()

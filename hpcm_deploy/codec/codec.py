@@ -18,15 +18,24 @@ from ..artifacts.shapes import size_of_z_grid, z_grid
 from ..backends.base import Backend
 from ..config import DEFAULT_MAX_PIXELS
 from ..errors import BitstreamError, InputError
-from ..image import crop_image, pad_image, padded_size
+from ..image import (
+    OUT_OF_RANGE,
+    ImageInfo,
+    crop_image,
+    from_tensor,
+    image_size,
+    pad_image,
+    padded_size,
+    split_batch,
+    to_tensor,
+)
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins, SideInfo
-from ..runtime.limits import available_device_memory, default_tile_budget, memory_problem, size_problem
+from ..runtime.limits import available_device_memory, default_memory_budget, memory_problem, size_problem
 from ..runtime.preview import FILLS
 from ..runtime.runner import Decoded, ProgramRunner
 from . import container
 from .flight import on_stream, run_in_flight
-from .images import OUT_OF_RANGE, ImageInfo, from_tensor, image_size, split_batch, to_tensor
 from .opening import Opened, Settings, open_export, open_model
 
 DEFAULT_MAX_BATCH = 8
@@ -88,7 +97,7 @@ class Codec:
     ``max_batch`` (and at most what the backend accepts).
 
     Size and memory: ``g_a``/``g_s`` run in overlapping tiles when running them whole would need more than
-    ``memory`` bytes (default: 1 GiB, or a quarter of a smaller machine; None: never tile), which keeps large
+    ``memory_budget`` bytes (default: 1 GiB, or a quarter of a smaller machine; None: never tile), which keeps large
     photos within bounded memory. Images and streams of more than ``max_pixels`` pixels (default 64 MP; None:
     no limit) are refused before anything is allocated, and so is anything whose estimated working memory
     exceeds what the machine has available.
@@ -99,7 +108,7 @@ class Codec:
 
     Alpha: an image with an alpha channel is refused (``alpha="refuse"``) unless ``alpha="drop"`` discards it or
     a background colour (``"white"``, ``"black"``, ``"#rrggbb"``) composites the image on it before coding
-    (:mod:`hpcm_deploy.codec.images`).
+    (:mod:`hpcm_deploy.image`).
 
     Threads: a codec may be shared between threads. Its calls are serialised (one batch runs at a time on its
     backend, whose state such as TensorRT contexts and scratch memory is not re-entrant); for parallel work,
@@ -109,11 +118,15 @@ class Codec:
     def __init__(self, source: str | os.PathLike | Manifest | OpenedExport | HPCM, backend: str | None = None,
                  device: str | None = None, *, options: Mapping[str, Any] | object | None = None,
                  max_batch: int | None = None, margins: Margins | None = DEFAULT_MARGINS,
-                 memory: int | None | str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 memory_budget: int | None | str = "auto", max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  legacy_streams: bool = False, alpha: Any = "refuse", **backend_options: Any) -> None:
         """The short form: ``Codec(export)`` is :meth:`from_export` (backend options may also be given as
         keywords, merged into ``options``), ``Codec(model)`` is :meth:`from_model`."""
-        settings = Settings(max_batch, margins, memory, max_pixels, legacy_streams, alpha)
+        budget = {"memory_budget": memory_budget} if memory_budget != "auto" else {}
+        if "memory" in backend_options:  # the deprecated name, read by Settings.of
+            budget["memory"] = backend_options.pop("memory")
+        settings = Settings.of(max_batch=max_batch, margins=margins, max_pixels=max_pixels,
+                               legacy_streams=legacy_streams, alpha=alpha, **budget)
         if isinstance(source, HPCM):
             if backend not in (None, "torch") or options or backend_options:
                 raise InputError("a model without an export runs on the torch backend, without backend options")
@@ -129,8 +142,8 @@ class Codec:
                     **settings: Any) -> Codec:
         """A codec running the stages of ``export`` (a directory, or one already opened) on ``backend``
         (default ``onnxruntime``) with its typed ``options``; ``settings`` as for the constructor (``max_batch``,
-        ``margins``, ``memory``, ``max_pixels``, ``legacy_streams``, ``alpha``)."""
-        chosen = Settings(**settings)
+        ``margins``, ``memory_budget``, ``max_pixels``, ``legacy_streams``, ``alpha``)."""
+        chosen = Settings.of(**settings)
         codec = cls.__new__(cls)
         codec._start(open_export(export, backend, device, options), chosen)
         return codec
@@ -139,7 +152,7 @@ class Codec:
     def from_model(cls, model: HPCM, device: str | None = None, **settings: Any) -> Codec:
         """A codec running the reference model's stages in PyTorch, without an export (``settings`` as for the
         constructor)."""
-        chosen = Settings(**settings)
+        chosen = Settings.of(**settings)
         codec = cls.__new__(cls)
         codec._start(open_model(model, device), chosen)
         return codec
@@ -151,7 +164,8 @@ class Codec:
         self.fingerprint = opened.fingerprint
         self.backend: Backend = opened.backend
         self.margins = settings.margins
-        self.memory = default_tile_budget() if settings.memory == "auto" else settings.memory
+        budget = settings.memory_budget
+        self.memory_budget = default_memory_budget() if budget == "auto" else budget
         self.max_pixels = settings.max_pixels
         self.legacy_streams = settings.legacy_streams
         self.alpha = settings.alpha
@@ -159,7 +173,7 @@ class Codec:
         limit = self.backend.max_batch  # e.g. the batch range TensorRT engines were built for
         self.max_batch = self.fixed_batch or min(settings.max_batch or DEFAULT_MAX_BATCH, limit or DEFAULT_MAX_BATCH)
         self._fp = container.fingerprint_bytes(self.fingerprint)
-        self._runner = ProgramRunner(self.program, self.backend, self.tables, self.memory)
+        self._runner = ProgramRunner(self.program, self.backend, self.tables, self.memory_budget)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ helpers
@@ -177,7 +191,7 @@ class Codec:
         """Encode one padded batch; the range flags of tensor inputs are fetched with the encoder's results
         (no wait of their own) and refuse the batch if one is set."""
         if self.backend.torch_native:
-            enc = self._runner.encode(self._to_backend(x), margins=self.margins, lanes=not self.legacy_streams,
+            enc = self._runner.encode(self._to_backend(x), margins=self.margins, legacy=self.legacy_streams,
                                       timings=timings, choices=choices, checks=tuple(flags))
             bad = any(bool(np.asarray(c).any()) for c in enc.checks)
         else:
@@ -185,7 +199,7 @@ class Codec:
             bad = any(bool(f) for f in flags)
             if not bad:
                 enc = self._runner.encode(self.backend.from_host(host), margins=self.margins,
-                                          lanes=not self.legacy_streams, timings=timings, choices=choices)
+                                          legacy=self.legacy_streams, timings=timings, choices=choices)
         if bad:
             raise InputError(OUT_OF_RANGE)
         return enc
@@ -205,7 +219,7 @@ class Codec:
         for members in self._batches(sizes):
             ph, pw = padded_size(*sizes[members[0]])
             # on a CUDA device the stages' tensors live in device memory: admit against what it has free
-            problem = memory_problem(self.program.config, ph, pw, len(members), self.memory, what,
+            problem = memory_problem(self.program.config, ph, pw, len(members), self.memory_budget, what,
                                      available_device_memory(self.backend.device))
             if problem:
                 raise error(problem)
@@ -427,12 +441,12 @@ class Codec:
             y_strings.append(y_strings[-1])
             z_strings.append(z_strings[-1])
             side.append(side[-1])
-        lanes = group[0].lanes
-        if any(b.lanes != lanes for b in group):  # cannot happen through decompress: groups share a version
+        legacy = not group[0].lanes
+        if any(b.lanes == legacy for b in group):  # cannot happen through decompress: groups share a version
             raise BitstreamError("streams of different versions cannot be decoded as one batch")
         try:
             yield from self._runner.decode_previews(y_strings, z_strings, z_grid(size), after, side=side,
-                                                    lanes=lanes, partial=partial, timings=timings,
+                                                    legacy=legacy, partial=partial, timings=timings,
                                                     choices=choices, fill=fill)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"stream could not be decoded ({str(exc).splitlines()[0]})") from None
@@ -475,7 +489,8 @@ class Codec:
         return Decisions([i[0] for i in dec.indexes], {k: slots[0] for k, (slots, _) in dec.choices.items()})
 
     def tile_plans(self) -> dict[tuple[str, tuple[int, int], int], Any]:
-        """How ``g_a``/``g_s`` were tiled so far: ``{(stage, padded size, batch): TilePlan}`` (see ``memory``)."""
+        """How ``g_a``/``g_s`` were tiled so far: ``{(stage, padded size, batch): TilePlan}`` (see
+        ``memory_budget``)."""
         return self._runner.tile_plans()
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ how it codes whatever it runs on."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,10 @@ from ..backends.torch_backend import TorchBackend
 from ..config import DEFAULT_MAX_PIXELS
 from ..entropy.tables import EntropyTables
 from ..errors import InputError
+from ..image import parse_alpha
 from ..models.hpcm import HPCM
 from ..runtime.decisions import DEFAULT_MARGINS, Margins
 from ..stages import CodingProgram, build_program
-from .images import parse_alpha
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,24 @@ class Settings:
 
     max_batch: int | None = None
     margins: Margins | None = DEFAULT_MARGINS
-    memory: int | None | str = "auto"
+    memory_budget: int | None | str = "auto"  # bytes of the transforms' working memory (tiling), auto or None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     legacy_streams: bool = False
     alpha: Any = "refuse"
 
     def __post_init__(self) -> None:
         parse_alpha(self.alpha)  # a bad choice fails before anything is loaded
+
+    @classmethod
+    def of(cls, **given: Any) -> Settings:
+        """Settings from keyword arguments, reading the deprecated ``memory=`` as ``memory_budget=`` (the word
+        "memory" alone names the model's memory banks)."""
+        if "memory" in given:
+            warnings.warn("Codec(memory=...) is deprecated: use memory_budget=...", DeprecationWarning, stacklevel=3)
+            if "memory_budget" in given:
+                raise InputError("give memory_budget or the deprecated memory, not both")
+            given["memory_budget"] = given.pop("memory")
+        return cls(**given)
 
 
 @dataclass(frozen=True)

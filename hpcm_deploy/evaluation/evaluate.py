@@ -94,7 +94,7 @@ class ExportResult:
 
 def load_images(paths: list[str | os.PathLike], heldout: bool = False) -> dict[str, np.ndarray]:
     """``{name: uint8 RGB}`` from files/folders, plus the bundled held-out images when asked."""
-    from ..codec.images import IMAGE_SUFFIXES, list_images, read_image
+    from ..image import IMAGE_SUFFIXES, list_images, read_image
 
     out: dict[str, np.ndarray] = {}
     for path, rel in list_images(list(paths), IMAGE_SUFFIXES) if paths else []:

@@ -56,7 +56,7 @@ def available_device_memory(device: str) -> int | None:
         return None
 
 
-def default_tile_budget() -> int:
+def default_memory_budget() -> int:
     """The default budget of ``g_a``/``g_s`` working memory: 1 GiB, or a quarter of a smaller machine."""
     return min(DEFAULT_TILE_BUDGET, total_memory() // 4)
 
@@ -73,16 +73,16 @@ class Estimate:
 
 
 def estimate_coding_bytes(config: HPCMConfig, height: int, width: int, batch: int = 1,
-                          tile_budget: int | None = None) -> Estimate:
+                          memory_budget: int | None = None) -> Estimate:
     """Peak working memory to code a batch of padded ``height`` x ``width`` images (weights not included)."""
     from .tile_memory import choose_tile
 
     transforms = 0
     for stage in ("g_a", "g_s"):
         tile = None
-        if tile_budget is not None:
+        if memory_budget is not None:
             try:
-                tile = choose_tile(config, height, width, tile_budget, batch, stage=stage, uniform=True,
+                tile = choose_tile(config, height, width, memory_budget, batch, stage=stage, uniform=True,
                                    align=4 if stage == "g_s" else 1)
             except Exception:  # not even the finest tile fits the budget: count the image untiled
                 tile = None
@@ -113,10 +113,10 @@ def _mp(pixels: int) -> str:
     return f"{mp:.0f} MP" if mp >= 100 or mp == round(mp) else f"{mp:.1f} MP" if mp >= 10 else f"{mp:.3g} MP"
 
 
-def memory_problem(config: HPCMConfig, height: int, width: int, batch: int, tile_budget: int | None,
+def memory_problem(config: HPCMConfig, height: int, width: int, batch: int, memory_budget: int | None,
                    what: str, available: int | None = None) -> str | None:
     """Why coding this padded size would not fit this machine's memory (None: it fits)."""
-    need = estimate_coding_bytes(config, height, width, batch, tile_budget).total
+    need = estimate_coding_bytes(config, height, width, batch, memory_budget).total
     available = available_memory() if available is None else available
     if need > available:
         return (f"coding a {width}x{height} {what} needs about {need / 2**30:.1f} GiB, more than the "

@@ -4,7 +4,7 @@ The state (contexts, ``y_hat``, memory banks) stays in the backend's tensors; pe
 scales and means (and, when encoding, the packed latent) come to the host, and the symbols go back.
 
 Entropy coding: lane payloads by default (:mod:`hpcm_deploy.entropy.lanes`: interleaved rANS lanes, the
-``.hpcm`` version 3 layout), or CompressAI's single stream (``lanes=False``: versions 1 and 2, and the official
+``.hpcm`` version 3 layout), or CompressAI's single stream (``legacy=True``: versions 1 and 2, and the official
 HPCM code's strings). Both are decoded by bounds-checked kernels: a hostile stream ends in a
 :class:`~hpcm_deploy.errors.BitstreamError`, never in a crash.
 
@@ -200,10 +200,10 @@ class ProgramRunner:
         state[f"topk_force.{spec.name}"] = self._force(spec.name, batch, forced, t)
 
     # ------------------------------------------------------------------ encode
-    def encode(self, x: Any, capture: bool = False, margins: Margins | None = None, lanes: bool = True,
+    def encode(self, x: Any, capture: bool = False, margins: Margins | None = None, legacy: bool = False,
                timings: bool = False, choices: bool = True, checks: tuple[Any, ...] = ()) -> Encoded:
         """Encode a padded batch ``x`` (a backend tensor ``[B, 3, H, W]``). With ``margins``, decisions near their
-        discontinuity are collected per image (``Encoded.side``). ``lanes=False`` writes CompressAI streams.
+        discontinuity are collected per image (``Encoded.side``). ``legacy=True`` writes CompressAI streams.
 
         The encoder knows ``y``: every step's symbols are quantised on the device, so all stages are queued
         without the host waiting once, and everything the host codes (z and y symbols, CDF indexes, and the
@@ -255,7 +255,7 @@ class ProgramRunner:
         for j, (spec, _, _) in enumerate(decided):
             self._record_choice(spec, rest[2 * j], rest[2 * j + 1], side, found)
         start = time.perf_counter()
-        z_strings, y_strings = self._write(z_sym, symbols, indexes, lanes)
+        z_strings, y_strings = self._write(z_sym, symbols, indexes, legacy)
         t.entropy += time.perf_counter() - start
         return Encoded(y_strings, z_strings, (int(z_sym.shape[-2]), int(z_sym.shape[-1])), symbols, z_sym, t,
                        indexes, state if capture else None, side, found, rest[2 * len(decided):])
@@ -276,12 +276,12 @@ class ProgramRunner:
                 info.cdf[step.index] = (flat, idx[b].reshape(-1)[flat].copy())
 
     def _write(self, z_sym: np.ndarray, symbols: list[np.ndarray], indexes: list[np.ndarray],
-               use_lanes: bool) -> tuple[list[bytes], list[bytes]]:
+               legacy: bool) -> tuple[list[bytes], list[bytes]]:
         """One z and one y payload per image."""
         z_idx = np.broadcast_to(self._z_channel, z_sym.shape[1:])
         z_strings, y_strings = [], []
         for b in range(z_sym.shape[0]):
-            if use_lanes:
+            if not legacy:
                 z_strings.append(lanes.encode(z_sym[b], z_idx, self._lanes_z))
                 writer = lanes.LaneEncoder(self._lanes_y)
                 for sym, idx in zip(symbols, indexes):
@@ -297,13 +297,13 @@ class ProgramRunner:
         return z_strings, y_strings
 
     # ------------------------------------------------------------------ decode
-    def _readers(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int], use_lanes: bool,
+    def _readers(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int], legacy: bool,
                  partial: bool, t: Timings) -> tuple[np.ndarray, list[Any]]:
         """The z symbols of every image, and a y reader per image."""
         start = time.perf_counter()
         z_idx = np.broadcast_to(self._z_channel, (self.program.config.N, *z_shape))
         y_total = self.program.config.M * (z_shape[0] * 4) * (z_shape[1] * 4)
-        if use_lanes:
+        if not legacy:
             z_readers = [lanes.LaneDecoder(s, self._lanes_z, z_idx.size) for s in z_strings]
             readers = [lanes.LaneDecoder(s, self._lanes_y, y_total, partial=partial) for s in y_strings]
         else:
@@ -315,7 +315,7 @@ class ProgramRunner:
 
     def decode(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
                capture: bool = False, side: list[SideInfo | None] | None = None,
-               replay: tuple[np.ndarray, list[np.ndarray]] | None = None, lanes: bool = True,
+               replay: tuple[np.ndarray, list[np.ndarray]] | None = None, legacy: bool = False,
                partial: bool = False, timings: bool = False, choices: bool = True) -> Decoded:
         """Decode one stream pair per image; all images share the padded size (``z_shape``). ``side`` holds
         each image's signalled decisions, which take precedence over the ones computed here.
@@ -332,11 +332,11 @@ class ProgramRunner:
         the rest; ``timings``: also after each stage, to time it. ``choices``: fetch the top-k choices the
         stages took (``Decoded.choices``); without, they stay on the device.
         """
-        return next(self._decode(y_strings, z_strings, z_shape, capture, side, replay, lanes, partial, (),
+        return next(self._decode(y_strings, z_strings, z_shape, capture, side, replay, legacy, partial, (),
                                  timings, choices))
 
     def decode_previews(self, y_strings: list[bytes], z_strings: list[bytes], z_shape: tuple[int, int],
-                        after: tuple[int, ...], side: list[SideInfo | None] | None = None, lanes: bool = True,
+                        after: tuple[int, ...], side: list[SideInfo | None] | None = None, legacy: bool = False,
                         partial: bool = False, timings: bool = False, choices: bool = True,
                         fill: str = "context") -> Iterator[Decoded]:
         """Progressive decoding: a preview after each of the step counts ``after`` (1 ... 10; e.g. (2, 5) for
@@ -347,10 +347,10 @@ class ProgramRunner:
         network time)."""
         if fill not in FILLS:
             raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
-        yield from self._decode(y_strings, z_strings, z_shape, False, side, None, lanes, partial, after, timings,
+        yield from self._decode(y_strings, z_strings, z_shape, False, side, None, legacy, partial, after, timings,
                                 choices, fill)
 
-    def _decode(self, y_strings, z_strings, z_shape, capture, side, replay, use_lanes, partial,
+    def _decode(self, y_strings, z_strings, z_shape, capture, side, replay, legacy, partial,
                 after, timings=False, choices=True, fill="context") -> Iterator[Decoded]:
         t = Timings(timed=timings)
         state: dict[str, Any] = {}
@@ -365,7 +365,7 @@ class ProgramRunner:
                 if replay is not None:
                     state["z_q"] = self._device(replay[0].astype(np.float32), t)
                 else:
-                    z, readers = self._readers(y_strings, z_strings, z_shape, use_lanes, partial, t)
+                    z, readers = self._readers(y_strings, z_strings, z_shape, legacy, partial, t)
                     state["z_q"] = self._device(z.astype(np.float32), t)
             else:
                 self._decode_op(op, state, readers, t, side, run, replay)

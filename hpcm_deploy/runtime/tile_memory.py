@@ -113,10 +113,10 @@ def estimate_tiled_peak_bytes(config: HPCMConfig, stage: str, height: int, width
     return whole + estimate_peak_bytes(config, stage, rows * 16, cols * 16, batch, itemsize=itemsize)
 
 
-def choose_tile(config: HPCMConfig, height: int, width: int, budget_bytes: int, batch: int = 1, *,
+def choose_tile(config: HPCMConfig, height: int, width: int, memory_budget: int, batch: int = 1, *,
                 stage: str | None = None, headroom: float = HEADROOM, itemsize: int = 4,
                 uniform: bool = False, align: int = 1) -> int | None:
-    """The tile size (pixels) to run ``stage`` (default: both ``g_a`` and ``g_s``) within ``budget_bytes``, or
+    """The tile size (pixels) to run ``stage`` (default: both ``g_a`` and ``g_s``) within ``memory_budget``, or
     None when the whole image fits (run untiled, as without tiling). Estimates are multiplied by ``headroom``.
 
     Tries multiples of 256 (what export and engine profiles are built on) from the largest below the image
@@ -135,7 +135,7 @@ def choose_tile(config: HPCMConfig, height: int, width: int, budget_bytes: int, 
             else:
                 need = estimate_tiled_peak_bytes(config, s, height, width, tile, batch, itemsize=itemsize,
                                                  uniform=uniform, align=align)
-            if need * headroom > budget_bytes:
+            if need * headroom > memory_budget:
                 return False
         return True
 
@@ -152,5 +152,5 @@ def choose_tile(config: HPCMConfig, height: int, width: int, budget_bytes: int, 
     least = max(estimate_tiled_peak_bytes(config, s, height, width, finest, batch, itemsize=itemsize,
                                           uniform=uniform, align=align) for s in stages)
     raise ConfigError(f"{'/'.join(stages)} of a {height}x{width} image (batch {batch}) do not fit "
-                      f"{budget_bytes / 2**30:.2f} GiB even in {finest}-pixel tiles (which need "
+                      f"{memory_budget / 2**30:.2f} GiB even in {finest}-pixel tiles (which need "
                       f"{least * headroom / 2**30:.2f} GiB with the whole input and output)")

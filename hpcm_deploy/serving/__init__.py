@@ -8,40 +8,17 @@ import them when used.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import HPCMError, InputError
+from ..image import image_from_bytes, png_bytes
 
 log = logging.getLogger(__name__)
 
 #: One item's result: the output bytes, or the error that stopped it.
 Outcome = bytes | HPCMError
-
-
-def image_from_bytes(data: bytes):
-    """A PIL image from encoded file bytes (PNG, JPEG, ...); an :class:`InputError` when they are not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise InputError("no image bytes")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.copy()
-    except UnidentifiedImageError:
-        raise InputError(f"not a readable image: {len(data)} bytes in no image format that Pillow reads") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"not a readable image ({str(exc).splitlines()[0]})") from None
-
-
-def png_bytes(image) -> bytes:
-    """A decoded PIL image as PNG file bytes (greyscale and 16-bit stay as such)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def compress_files(codec, files: Sequence[bytes], catch_all: bool = False) -> list[Outcome]:
@@ -133,4 +110,4 @@ def _as_user_error(exc: Exception) -> HPCMError:
     return HPCMError(f"could not be coded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
 
-__all__ = ["Outcome", "compress_files", "decompress_files", "image_from_bytes", "png_bytes", "preview_request"]
+__all__ = ["Outcome", "compress_files", "decompress_files", "preview_request"]

@@ -61,7 +61,7 @@ def plan(verb: str, input_dir: str | os.PathLike, output_dir: str | os.PathLike)
     """``(input file, output file)`` for every image (compress) or ``.hpcm`` stream (decompress) under
     ``input_dir``, keeping the folder structure; outputs are ``.hpcm`` streams or PNG files."""
     from ..codec.container import SUFFIX
-    from ..codec.images import IMAGE_SUFFIXES, list_images
+    from ..image import IMAGE_SUFFIXES, list_images
 
     if verb not in VERBS:
         raise ConfigError(f"unknown bulk job {verb!r}: choose compress or decompress")

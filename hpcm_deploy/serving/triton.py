@@ -409,6 +409,27 @@ class CodecServer:
         self.stop()
 
 
+def wait_ready(url: str, proc: Any = None, timeout: float = 180, model: str = COMPRESS, poll_s: float = 0.5) -> float:
+    """Wait until the server at ``url`` (``host:port`` of its HTTP endpoint) says ``model`` is ready; the seconds
+    it took. A :class:`~hpcm_deploy.errors.BackendError` if ``proc`` (the server's ``subprocess.Popen``, when it
+    is one) exits first or ``timeout`` passes: for scripts and tests that start ``hpcm-deploy serve``."""
+    import urllib.request
+
+    start = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{url}/v2/models/{model}/ready", timeout=5) as r:
+                if r.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise BackendError(f"the server exited (status {proc.returncode}) before {model} was ready")
+        if time.monotonic() - start > timeout:
+            raise BackendError(f"{model} at {url} was not ready within {timeout:.0f} s")
+        time.sleep(poll_s)
+
+
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
@@ -416,4 +437,4 @@ def _url_host(host: str) -> str:
 
 
 __all__ = ["COMPRESS", "DECOMPRESS", "TENSORS", "CodecModel", "CodecServer", "RequestBatcher",
-           "prefer_own_libpython"]
+           "prefer_own_libpython", "wait_ready"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import SIZE_MULTIPLE, padded_size
+from ..config import SIZE_MULTIPLE, padded_size
 
 __all__ = ["crop_image", "pad_image", "padded_size", "random_image"]
 

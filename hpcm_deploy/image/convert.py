@@ -32,7 +32,6 @@ and becomes RGB on any other colour. The stream does not record the alpha or the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +39,6 @@ import torch
 
 from ..config import MAX_SIDE
 from ..errors import InputError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 
 
 @dataclass(frozen=True)
@@ -329,47 +326,3 @@ def from_tensor(x: torch.Tensor, info: ImageInfo) -> Any:
     from PIL import Image
 
     return Image.fromarray(q)  # uint16 [H, W] becomes mode I;16
-
-
-def read_image(path: str | Path):
-    """A PIL image from a file; a clear :class:`InputError` when it is missing or not an image."""
-    return _open_image(path, load=True)
-
-
-def probe_image(path: str | Path) -> None:
-    """Refuse, as :func:`read_image` would, a file that is missing or not an image, reading only its header
-    (milliseconds: a lone bad input is refused before any model is loaded)."""
-    _open_image(path, load=False)
-
-
-def _open_image(path: str | Path, load: bool):
-    """The file's image decoded (``load``) or only its header read; one :class:`InputError` for a missing file
-    or one that is not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"no such file: {p}")
-    try:
-        with Image.open(p) as img:
-            if not load:
-                return None
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"{p} is not a readable image ({str(exc).splitlines()[0]})") from None
-
-
-def list_images(paths: list[str | Path], suffixes: set[str]) -> list[tuple[Path, Path]]:
-    """``(file, path relative to its input root)`` for files and (recursively) folders."""
-    out: list[tuple[Path, Path]] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
-            out += [(f, f.relative_to(p)) for f in files]
-        elif p.exists():
-            out.append((p, Path(p.name)))
-        else:
-            raise InputError(f"no such file or folder: {p}")
-    return out
