@@ -235,6 +235,31 @@ def test_cli_round_trip_of_a_folder(tmp_path, tiny_phase2_export):
     assert not list(tmp_path.rglob("*.part"))
 
 
+def test_cli_codes_a_folder_in_batches_and_a_bad_file_fails_alone(tmp_path, tiny_phase2_export):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):  # one padded size: one batch
+        Image.fromarray(_photo(60, 90, seed=50 + i)).save(src / f"p{i}.png")
+    (src / "broken.png").write_bytes(b"not a png at all")
+    ex = ["--export", str(tiny_phase2_export), "--backend", "torch"]
+    result = CliRunner().invoke(main, ["compress", str(src), "-o", str(tmp_path / "s"), *ex, "--json"])
+    assert result.exit_code == 1  # one file failed; the others are written
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["failed"] == 1 and [f["batch"] for f in summary["files"]] == [3, 3, 3]
+    codec = hd.Codec(tiny_phase2_export, backend="torch")
+    for i in range(3):
+        stream = (tmp_path / "s" / f"p{i}.hpcm").read_bytes()
+        assert codec.decompress(stream, kind="numpy").shape == (60, 90, 3)
+    assert not (tmp_path / "s" / "broken.hpcm").exists() and not list(tmp_path.rglob("*.part"))
+    result = CliRunner().invoke(main, ["decompress", str(tmp_path / "s"), "-o", str(tmp_path / "d"), *ex,
+                                       "--preview", "s2"])
+    assert result.exit_code == 0, result.output
+    for i in range(3):
+        stream = (tmp_path / "s" / f"p{i}.hpcm").read_bytes()
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "d" / f"p{i}.png")),
+                              codec.preview(stream, 5, kind="numpy").image)
+
+
 def test_cli_margin_sets_how_much_is_signalled(tmp_path, tiny_phase2_export):
     Image.fromarray(_photo(96, 160, seed=11)).save(tmp_path / "a.png")
     side = {}

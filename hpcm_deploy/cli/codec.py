@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..codec.container import SUFFIX
 from ..config import DEFAULT_MAX_PIXELS
-from ..errors import HPCMError, InputError
-from ..files import write_atomic
+from ..errors import InputError
 from . import main
 from .options import (
     backend_option,
@@ -33,65 +30,25 @@ from .progress import print_table
 TOTAL_STEPS = 11  # coding steps of a full decode (scale 1: 2, scale 2: 3, scale 3: 6)
 
 
-def _targets(inputs: tuple[str, ...], out: str, suffixes: set[str], new_suffix: str) -> list[tuple[Path, Path]]:
-    from ..image import list_images
-
-    files = list_images(list(inputs), suffixes)
-    if not files:
-        raise InputError("no input files found")
-    out_path = Path(out)
-    single_file = len(files) == 1 and Path(inputs[0]).is_file() and not out_path.is_dir() and out_path.suffix
-    if single_file:
-        jobs = [(files[0][0], out_path)]
-    elif out_path.suffix and not out_path.is_dir():
-        # several inputs (or a folder) make one output each, in a folder: a name like single.hpcm would silently
-        # become a folder of that name
-        what = f"{len(files)} input files need" if len(files) > 1 else f"a folder input ({inputs[0]}) needs"
-        raise InputError(f"{what} an output folder, and {out} looks like a file name; give a folder "
-                         f"(-o {out_path.with_suffix('')}/) or one input file")
-    else:
-        if out_path.exists() and not out_path.is_dir():
-            raise InputError(f"{out} is a file, not a folder: several inputs need an output folder")
-        jobs = [(f, out_path / rel.with_suffix(new_suffix)) for f, rel in files]
-    _refuse_overwriting_inputs(jobs)
-    return jobs
-
-
-def _refuse_overwriting_inputs(jobs: list[tuple[Path, Path]]) -> None:
-    """An output that is one of the inputs (the same path, or the same file through a link) would replace that
-    input with its own stream or image: refused before anything is read or written."""
-    def identity(path: Path):
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
-
-    inputs = {identity(src): src for src, _ in jobs}
-    for _, dst in jobs:
-        same = inputs.get(identity(dst)) if dst.exists() else None
-        if same is not None:
-            raise InputError(f"the output {dst} is the input {same}: it would be overwritten; choose another -o")
-
-
-def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[str, Any]], verb: str,
-               as_json: bool) -> None:
+def _run_jobs(results: Iterator[Any], total: int, verb: str, as_json: bool) -> None:
+    """Print what :func:`~hpcm_deploy.codec.jobs.code_jobs` did per file (a bar while it works); a lone file's
+    failure, or any failure among several, is exit status 1."""
     console = Console(stderr=True)
     summary, failures = [], 0
     with Progress(TextColumn(f"{verb} {{task.description}}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
-                  disable=len(jobs) < 2 or not console.is_terminal) as bar:
-        task = bar.add_task("", total=len(jobs))
-        for src, dst in jobs:
-            bar.update(task, description=src.name)
-            try:
-                summary.append({"input": str(src), "output": str(dst), **work(src, dst)})
-            except HPCMError as exc:
+                  disable=total < 2 or not console.is_terminal) as bar:
+        task = bar.add_task("", total=total)
+        for r in results:
+            bar.update(task, description=r.source.name)
+            if r.error is not None:
                 failures += 1
-                where = "" if str(src) in str(exc) else f"{src}: "  # the message may name the file already
-                bar.console.print(f"error: {where}{exc}", markup=False, highlight=False, soft_wrap=True)
-                if len(jobs) == 1:
+                where = "" if str(r.source) in str(r.error) else f"{r.source}: "  # the message may name the file
+                bar.console.print(f"error: {where}{r.error}", markup=False, highlight=False, soft_wrap=True)
+                if total == 1:
                     raise SystemExit(1) from None
+            else:
+                summary.append({"input": str(r.source), "output": str(r.output), **r.summary})
             bar.advance(task)
     if as_json:
         click.echo(json.dumps({"files": summary, "failed": failures}, indent=2))
@@ -103,16 +60,6 @@ def _run_files(jobs: list[tuple[Path, Path]], work: Callable[[Path, Path], dict[
             click.echo(f"{row['input']} -> {row['output']}{extra}")
     if failures:
         raise SystemExit(1)
-
-
-def _write(dst: Path, data) -> None:
-    """Write an output atomically; a failed write (disk full, no permission) leaves nothing and is one line."""
-    try:
-        write_atomic(dst, data)
-    except OSError as exc:
-        blocker = next((p for p in dst.parents if p.exists() and not p.is_dir()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
-        raise HPCMError(f"cannot write {dst} ({reason})") from None
 
 
 def _codec(export: str | None, backend: str, device: str, engines: str | None, max_pixels: int, memory_budget: str,
@@ -165,27 +112,14 @@ def _with_codec_options(fn):
 def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, device, engines, max_pixels,
              memory_budget, as_json) -> None:
     """Compress images (files or folders) to .hpcm streams."""
-    from ..image import IMAGE_SUFFIXES, probe_image, read_image
+    from ..codec.jobs import code_jobs, plan
+    from ..image import probe_image
 
-    jobs = _targets(inputs, out, IMAGE_SUFFIXES, SUFFIX)
+    jobs = plan(inputs, out, "compress")
     if len(jobs) == 1:
         probe_image(jobs[0][0])  # a lone bad input: refused before an export is made or loaded
     codec = _codec(export_dir, backend, device, engines, max_pixels, memory_budget, margin, legacy_streams, alpha)
-
-    def work(src: Path, dst: Path) -> dict[str, Any]:
-        start = time.perf_counter()
-        img = read_image(src)
-        read = time.perf_counter() - start
-        result = codec.compress_detailed([img])[0]
-        start = time.perf_counter()
-        _write(dst, result.stream)
-        io = read + time.perf_counter() - start
-        t = result.timings
-        return {"bytes": len(result.stream), "bpp": result.bpp, "height": result.height, "width": result.width,
-                "seconds": {"network": t["network"], "entropy": t["entropy"], "transfer": t["transfer"],
-                            "host": t["host"], "io": io, "total": t["total"] + io}}
-
-    _run_files(jobs, work, "compressing", as_json)
+    _run_jobs(code_jobs(codec, jobs, "compress"), len(jobs), "compressing", as_json)
 
 
 @main.command()
@@ -203,31 +137,13 @@ def compress(inputs, out, margin, legacy_streams, alpha, export_dir, backend, de
 def decompress(inputs, out, preview, fill, partial, export_dir, backend, device, engines, max_pixels, memory_budget,
                as_json) -> None:
     """Decompress .hpcm streams (files or folders) to PNG images."""
+    from ..codec.jobs import code_jobs, plan
+
     steps = _preview_steps(preview)
-    jobs = _targets(inputs, out, {SUFFIX}, ".png")
+    jobs = plan(inputs, out, "decompress")
     codec = _codec(export_dir, backend, device, engines, max_pixels, memory_budget)
-
-    def work(src: Path, dst: Path) -> dict[str, Any]:
-        start = time.perf_counter()
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {src} ({exc.strerror or exc})") from None
-        read = time.perf_counter() - start
-        if steps is not None:
-            result = codec.preview(data, steps, kind="pil", partial=partial, fill=fill)
-        else:
-            result = codec.decompress_detailed([data], kind="pil", partial=partial)[0]
-        start = time.perf_counter()
-        _write(dst, lambda tmp: result.image.save(tmp, format="PNG"))
-        io = read + time.perf_counter() - start
-        t = result.timings
-        return {"bytes": len(data), "bpp": 8 * len(data) / (result.height * result.width), "height": result.height,
-                "width": result.width, "steps": result.steps,
-                "seconds": {"network": t["network"], "entropy": t["entropy"], "transfer": t["transfer"], "io": io,
-                            "total": t["total"] + io}}
-
-    _run_files(jobs, work, "decompressing", as_json)
+    _run_jobs(code_jobs(codec, jobs, "decompress", preview=steps, fill=fill, partial=partial), len(jobs),
+              "decompressing", as_json)
 
 
 @main.command()

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, HPCMError, InputError
-from . import compress_files, decompress_files
+from ..codec.jobs import compress_files, decompress_files, read_input
+from ..errors import BackendError, ConfigError, HPCMError
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +59,12 @@ class BulkReport:
 
 def plan(verb: str, input_dir: str | os.PathLike, output_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     """``(input file, output file)`` for every image (compress) or ``.hpcm`` stream (decompress) under
-    ``input_dir``, keeping the folder structure; outputs are ``.hpcm`` streams or PNG files."""
-    from ..codec.container import SUFFIX
-    from ..image import IMAGE_SUFFIXES, list_images
+    ``input_dir``, keeping the folder structure (:func:`hpcm_deploy.codec.jobs.plan_folder`)."""
+    from ..codec.jobs import plan_folder
 
     if verb not in VERBS:
         raise ConfigError(f"unknown bulk job {verb!r}: choose compress or decompress")
-    src = Path(input_dir)
-    if not src.is_dir():
-        raise InputError(f"no such folder: {src}")
-    suffixes, new_suffix = (IMAGE_SUFFIXES, SUFFIX) if verb == "compress" else ({SUFFIX}, ".png")
-    files = list_images([src], suffixes)
-    if not files:
-        raise InputError(f"no {'images' if verb == 'compress' else '.hpcm streams'} found in {src}")
-    out = Path(output_dir)
-    return [(f.resolve(), out / rel.with_suffix(new_suffix)) for f, rel in files]
+    return plan_folder(verb, input_dir, output_dir)
 
 
 class CodecWorker:
@@ -103,17 +94,6 @@ class CodecWorker:
         errors = np.array([str(o) if isinstance(o, HPCMError) else "" for o in outcomes], dtype=object)
         return {"path": np.array(paths, dtype=object), "data": data, "error": errors,
                 "bytes_in": np.array(sizes, dtype=np.int64)}
-
-
-def read_input(path: str | os.PathLike) -> bytes | InputError:
-    """The bytes of an input file, or the error that says why it cannot be read (gone, not readable)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return InputError("file vanished before it could be read")
-    except OSError as exc:
-        return InputError(f"cannot read the file ({exc.strerror or exc})")
 
 
 #: How long the address of ``--address`` may take to accept a connection before the job is refused.
