@@ -227,7 +227,28 @@ def time_codec(codec, size: tuple[int, int], repeat: int, warmup: int) -> dict[s
         return {"seconds": median([r["total"] for r in runs]), "network": median([r["network"] for r in runs]),
                 "stages": stages, "slowest": max(stages, key=stages.get) if stages else ""}
 
-    return {"size": list(size), "repeat": repeat, "encode": side(enc), "decode": side(dec), "bytes": len(stream)}
+    return {"size": list(size), "repeat": repeat, "encode": side(enc), "decode": side(dec), "bytes": len(stream),
+            "in_flight": in_flight_rates(codec, size)}
+
+
+def in_flight_rates(codec, size: tuple[int, int], images: int = 8) -> dict[str, Any]:
+    """Images per second through compress_many / decompress_many with 1 and 2 batches (of one image) in flight,
+    and whether the streams and images equal those of one-by-one calls."""
+    imgs = [image(size, seed=20 + i) for i in range(images)]
+    one_by_one = [codec.compress(im) for im in imgs]
+    out: dict[str, Any] = {}
+    for flight in (1, 2):
+        start = time.perf_counter()
+        streams = list(codec.compress_many(imgs, in_flight=flight, batch=1))
+        enc = time.perf_counter() - start
+        start = time.perf_counter()
+        decoded = list(codec.decompress_many(streams, in_flight=flight, batch=1, kind="numpy"))
+        dec = time.perf_counter() - start
+        same = streams == one_by_one and all(np.array_equal(d, codec.decompress(s, kind="numpy"))
+                                             for d, s in zip(decoded, streams))
+        out[str(flight)] = {"compress_images_per_s": images / enc, "decompress_images_per_s": images / dec,
+                            "equal_to_one_by_one": same}
+    return out
 
 
 def tensorrt_rows(manifest, device: str, check_sizes, size, repeat, warmup, work: Path,

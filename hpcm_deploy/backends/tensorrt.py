@@ -1,8 +1,10 @@
 """The TensorRT backend: one deserialised engine per stage, run on the GPU the caller names.
 
-Tensors stay on the GPU as torch tensors. Every execution context shares one scratch buffer (``USER_MANAGED``
-device memory): the stages run one after another on the backend's own CUDA stream, which waits for the caller's
-stream before it reads inputs, and which the caller's stream waits for before it reads outputs. Each (stage,
+Tensors stay on the GPU as torch tensors. Every execution context of a lane shares one scratch buffer
+(``USER_MANAGED`` device memory): the stages run one after another on the lane's own CUDA stream, which waits for
+the caller's stream before it reads inputs, and which the caller's stream waits for before it reads outputs. A
+thread runs on a lane of its own (stream, scratch, contexts; made on its first run) over the shared engines, so
+batches in flight (``Codec.compress_many``) share one copy of the weights. On the first lane, each (stage,
 input shapes) is captured once into a CUDA graph on an execution context of its own, bound once to the graph's
 static buffers (as torch-tensorrt keeps one graph per context). Graphs are kept per (batch, padded size) bucket,
 every stage of a bucket together: the cache holds ``max_graphs // stages`` buckets (at least one), a size is
@@ -118,9 +120,23 @@ class _Graph:
         self.context, self.graph, self.inputs, self.outputs = context, graph, inputs, outputs
 
 
+class _Lane:
+    """What one thread needs to run stages while another thread runs its own (``Codec.compress_many`` with
+    batches in flight): a CUDA stream, a scratch buffer and an execution context per stage. The engines, and so
+    the weights, are shared by every lane."""
+
+    __slots__ = ("contexts", "scratch", "stream")
+
+    def __init__(self, stream: Any, scratch: Any, contexts: dict[str, Any]) -> None:
+        self.stream, self.scratch, self.contexts = stream, scratch, contexts
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
     torch_native = True
+    # each thread runs on a lane of its own (stream, scratch, contexts) over the shared engines; CUDA graphs are
+    # captured and replayed on the first lane only (the others run eagerly), so no graph replays twice at once
+    concurrent = True
 
     @classmethod
     def open(cls, export: OpenedExport, device: str = "cuda",
@@ -189,9 +205,15 @@ class TensorRTBackend(Backend):
                 dtype = {n: getattr(torch, self.program.tensors[n].dtype) for n in (*spec.inputs, *spec.outputs)}
                 self._io[stage] = (spec.inputs, tuple(dtype[n] for n in spec.inputs),
                                    spec.outputs, tuple(dtype[n] for n in spec.outputs))
-            # one scratch buffer for every context: the stages never run at the same time
-            self.scratch = torch.empty(max(scratch, 1), dtype=torch.uint8, device=self._dev)
+            # one scratch buffer for every context of a lane: its stages never run at the same time
+            self._scratch_bytes = max(scratch, 1)
+            self.scratch = torch.empty(self._scratch_bytes, dtype=torch.uint8, device=self._dev)
             self.contexts = {stage: self._new_context(stage) for stage in self.engines}
+        self._first = _Lane(self.stream, self.scratch, self.contexts)
+        self._lanes = [self._first]
+        self._lanes_lock = threading.Lock()
+        self._local = threading.local()
+        self._local.lane = self._first  # the opening thread runs on the first lane
 
     @property
     def captured_graphs(self) -> int:
@@ -223,14 +245,28 @@ class TensorRTBackend(Backend):
             out[name] = (kind, trt_dtype_name(getattr(dtype, "name", str(dtype))))
         return out
 
-    def _new_context(self, stage: str) -> Any:
-        """An execution context of ``stage`` on the shared scratch buffer."""
+    def _new_context(self, stage: str, scratch: Any = None) -> Any:
+        """An execution context of ``stage`` on a lane's scratch buffer (default: the first lane's)."""
+        scratch = self.scratch if scratch is None else scratch
         strategy = self._trt.ExecutionContextAllocationStrategy.USER_MANAGED
         context = self.engines[stage].create_execution_context(strategy)
         if context is None:
             raise BackendError(f"TensorRT could not create an execution context for stage {stage}")
-        context.set_device_memory(self.scratch.data_ptr(), self.scratch.numel())
+        context.set_device_memory(scratch.data_ptr(), scratch.numel())
         return context
+
+    def _lane(self) -> _Lane:
+        """This thread's lane, made on its first run: a stream, a scratch buffer and a context per stage."""
+        lane = getattr(self._local, "lane", None)
+        if lane is None:
+            torch = self._torch
+            with on_gpu(self._dev.index), self._lanes_lock:
+                scratch = torch.empty(self._scratch_bytes, dtype=torch.uint8, device=self._dev)
+                contexts = {stage: self._new_context(stage, scratch) for stage in self.engines}
+                lane = _Lane(torch.cuda.Stream(self._dev), scratch, contexts)
+                self._lanes.append(lane)
+            self._local.lane = lane
+        return lane
 
     # ------------------------------------------------------------------ running
     def run(self, stage: str, inputs: Sequence[Any]) -> list[Any]:
@@ -242,20 +278,21 @@ class TensorRTBackend(Backend):
         if key not in self._covered:
             check_covered(self.engine_manifest, self.program, stage, key[1:])
             self._covered.add(key)
+        lane = self._lane()
         caller = torch.cuda.current_stream(self._dev)
-        with torch.cuda.device(self._dev), torch.cuda.stream(self.stream):
-            self.stream.wait_stream(caller)  # the caller's stream may still be writing the inputs
-            ready = [self._prepared(stage, n, t, d) for n, t, d in zip(names, inputs, dtypes)]
-            if self.cuda_graphs and key not in self._eager:
+        with torch.cuda.device(self._dev), torch.cuda.stream(lane.stream):
+            lane.stream.wait_stream(caller)  # the caller's stream may still be writing the inputs
+            ready = [self._prepared(stage, n, t, d, lane.stream) for n, t, d in zip(names, inputs, dtypes)]
+            if self.cuda_graphs and key not in self._eager and lane is self._first:
                 outs = self._run_graph(stage, key, ready)
             else:
-                outs = self._run_eager(stage, self.contexts[stage], ready)
-        caller.wait_stream(self.stream)  # the outputs are complete before the caller's stream reads them
+                outs = self._run_eager(stage, lane.contexts[stage], ready, lane.stream)
+        caller.wait_stream(lane.stream)  # the outputs are complete before the caller's stream reads them
         for out in outs:
             out.record_stream(caller)  # made on our stream, used on the caller's: not reused before it is done
         return outs
 
-    def _prepared(self, stage: str, name: str, t: Any, dtype: Any) -> Any:
+    def _prepared(self, stage: str, name: str, t: Any, dtype: Any, stream: Any) -> Any:
         """An input as TensorRT reads it: on this GPU, of the engine's dtype, contiguous and aligned. Runs on the
         backend's stream, after it waited for the caller's."""
         torch = self._torch
@@ -267,7 +304,7 @@ class TensorRTBackend(Backend):
         if t.device != self._dev:
             t = t.to(self._dev)
         else:
-            t.record_stream(self.stream)  # the caller may drop it while our stream still reads it
+            t.record_stream(stream)  # the caller may drop it while our stream still reads it
         if not t.is_contiguous() or t.data_ptr() % ALIGNMENT:
             t = t.clone(memory_format=torch.contiguous_format)
         return t
@@ -292,13 +329,13 @@ class TensorRTBackend(Backend):
             outs.append(out)
         return outs
 
-    def _enqueue(self, stage: str, context: Any) -> None:
-        if not context.execute_async_v3(self.stream.cuda_stream):
+    def _enqueue(self, stage: str, context: Any, stream: Any = None) -> None:
+        if not context.execute_async_v3((stream or self.stream).cuda_stream):
             raise BackendError(f"TensorRT failed to run stage {stage} (see the TensorRT log above)")
 
-    def _run_eager(self, stage: str, context: Any, inputs: Sequence[Any]) -> list[Any]:
+    def _run_eager(self, stage: str, context: Any, inputs: Sequence[Any], stream: Any = None) -> list[Any]:
         outs = self._bind(stage, context, inputs)
-        self._enqueue(stage, context)
+        self._enqueue(stage, context, stream)
         return outs
 
     def _run_graph(self, stage: str, key: tuple, inputs: Sequence[Any]) -> list[Any]:
@@ -355,21 +392,25 @@ class TensorRTBackend(Backend):
     def from_host(self, array: np.ndarray) -> Any:
         torch = self._torch
         host = torch.from_numpy(np.ascontiguousarray(array)).pin_memory()
-        with torch.cuda.device(self._dev), torch.cuda.stream(self.stream):
+        stream = self._lane().stream
+        with torch.cuda.device(self._dev), torch.cuda.stream(stream):
             out = host.to(self._dev, non_blocking=True)
         caller = torch.cuda.current_stream(self._dev)
-        caller.wait_stream(self.stream)
+        caller.wait_stream(stream)
         out.record_stream(caller)
         return out
 
     def to_host(self, tensor: Any) -> np.ndarray:
-        self.stream.synchronize()  # our work that wrote it; the copy itself orders after the caller's stream
+        self._lane().stream.synchronize()  # our work that wrote it; the copy orders after the caller's stream
         return tensor.detach().cpu().numpy()
 
     def synchronize(self) -> None:
-        self.stream.synchronize()
+        self._lane().stream.synchronize()
 
     def close(self) -> None:
+        for lane in getattr(self, "_lanes", []):
+            lane.stream.synchronize()
+            lane.contexts.clear()
         stream = getattr(self, "stream", None)
         if stream is not None:
             stream.synchronize()
@@ -378,6 +419,7 @@ class TensorRTBackend(Backend):
                 entry.graph.reset()
         self._graphs.clear()
         self.contexts.clear()  # contexts before their engines, engines before the runtime
+        self._lanes = []
         self.engines.clear()
         self.scratch = None
 

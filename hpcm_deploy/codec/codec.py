@@ -111,8 +111,8 @@ class Codec:
     (:mod:`hpcm_deploy.image`).
 
     Threads: a codec may be shared between threads. Its calls are serialised (one batch runs at a time on its
-    backend, whose state such as TensorRT contexts and scratch memory is not re-entrant); for parallel work,
-    open one codec per thread or worker.
+    backend); for batches in flight on one copy of the weights use :meth:`compress_many` /
+    :meth:`decompress_many`, or open one codec per thread or worker.
     """
 
     def __init__(self, source: str | os.PathLike | Manifest | OpenedExport | HPCM, backend: str | None = None,
@@ -346,8 +346,9 @@ class Codec:
         the weights), so that one batch's host entropy coding overlaps the next one's network. Each batch is
         coded as ``compress(list)`` codes it: the streams are those of ``compress`` on the same batches.
 
-        On a backend whose runs may not overlap (``backend.concurrent`` false: TensorRT, whose execution
-        contexts are not re-entrant) the batches still pipeline through the threads but run one at a time."""
+        Every backend here runs batches at once (``backend.concurrent``): torch shares its modules, ONNX Runtime
+        its sessions, TensorRT its engines with an execution context, scratch buffer and stream per thread (CUDA
+        graphs on the first thread only). A backend that could not would still pipeline them, one at a time."""
         def work(chunk: list[Any]) -> list[bytes]:
             with self._on_stream(stream):  # the current stream is per thread: set it in the worker
                 return [r.stream for r in self._compress(chunk, False, False, self._flight_lock())]
