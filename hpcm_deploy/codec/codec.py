@@ -21,6 +21,7 @@ from ..errors import BitstreamError, InputError
 from ..image import (
     OUT_OF_RANGE,
     ImageInfo,
+    check_output_kind,
     crop_image,
     from_tensor,
     image_size,
@@ -308,7 +309,7 @@ class Codec:
     def _decompress(self, streams: Sequence[bytes], kind: str, device: str | None, symbols: bool, partial: bool,
                     timings: bool, lock: AbstractContextManager, dtype: Any = None,
                     layout: str | None = None) -> list[DecompressResult]:
-        self._check_kind(kind, dtype, layout)
+        check_output_kind(kind, dtype, layout)
         boxes = [container.parse(s, self._fp, partial=partial) for s in streams]
         self._check_size([(b.height, b.width) for b in boxes], "stream")
         results: list[DecompressResult | None] = [None] * len(boxes)
@@ -325,18 +326,6 @@ class Codec:
     def _check_fill(fill: str) -> None:
         if fill not in FILLS:
             raise InputError(f"fill must be {' or '.join(repr(f) for f in FILLS)}, not {fill!r}")
-
-    @staticmethod
-    def _check_kind(kind: str, dtype: Any, layout: str | None) -> None:
-        if kind not in ("pil", "numpy", "torch", "dlpack"):
-            raise InputError(f"kind must be pil, numpy, torch or dlpack, not {kind!r}")
-        if (dtype is not None or layout is not None) and kind not in ("torch", "dlpack"):
-            raise InputError("dtype and layout choose torch and dlpack outputs; numpy and pil keep the original's")
-        if dtype is not None and not (dtype == torch.uint8 or (isinstance(dtype, torch.dtype)
-                                                               and dtype.is_floating_point)):
-            raise InputError(f"dtype must be torch.uint8 or a torch float dtype, not {dtype!r}")
-        if layout not in (None, "CHW", "HWC"):
-            raise InputError(f"layout must be 'CHW' or 'HWC', not {layout!r}")
 
     # ------------------------------------------------------------------ batches in flight
     def compress_many(self, images: Iterable[Any], in_flight: int = 2, batch: int | None = None, *,
@@ -361,7 +350,7 @@ class Codec:
         """Images of ``streams``, in order, with up to ``in_flight`` batches in progress at once (see
         :meth:`compress_many`); each as ``decompress(stream, kind=kind, device=device, dtype=dtype,
         layout=layout)`` returns it."""
-        self._check_kind(kind, dtype, layout)
+        check_output_kind(kind, dtype, layout)
         def work(chunk: list[bytes]) -> list[Any]:
             with self._on_stream(stream):
                 results = self._decompress([bytes(s) for s in chunk], kind, device, False, False, False,

@@ -14,6 +14,7 @@ from .convert import (
     OUT_OF_RANGE,
     ImageInfo,
     as_torch,
+    check_output_kind,
     from_tensor,
     image_size,
     parse_alpha,
@@ -23,6 +24,6 @@ from .convert import (
 from .files import IMAGE_SUFFIXES, image_from_bytes, list_images, png_bytes, probe_image, read_image
 from .geometry import crop_image, pad_image, padded_size, random_image
 
-__all__ = ["ALPHA_CHOICES", "IMAGE_SUFFIXES", "OUT_OF_RANGE", "ImageInfo", "as_torch", "crop_image", "from_tensor",
-           "image_from_bytes", "image_size", "list_images", "pad_image", "padded_size", "parse_alpha", "png_bytes",
-           "probe_image", "random_image", "read_image", "split_batch", "to_tensor"]
+__all__ = ["ALPHA_CHOICES", "IMAGE_SUFFIXES", "OUT_OF_RANGE", "ImageInfo", "as_torch", "check_output_kind",
+           "crop_image", "from_tensor", "image_from_bytes", "image_size", "list_images", "pad_image", "padded_size",
+           "parse_alpha", "png_bytes", "probe_image", "random_image", "read_image", "split_batch", "to_tensor"]

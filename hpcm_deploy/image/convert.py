@@ -326,3 +326,17 @@ def from_tensor(x: torch.Tensor, info: ImageInfo) -> Any:
     from PIL import Image
 
     return Image.fromarray(q)  # uint16 [H, W] becomes mode I;16
+
+
+def check_output_kind(kind: str, dtype: Any = None, layout: str | None = None) -> None:
+    """Refuse, in one line, an output ``kind`` (pil, numpy, torch, dlpack), ``dtype`` or ``layout`` that
+    :func:`from_tensor` cannot give."""
+    if kind not in ("pil", "numpy", "torch", "dlpack"):
+        raise InputError(f"kind must be pil, numpy, torch or dlpack, not {kind!r}")
+    if (dtype is not None or layout is not None) and kind not in ("torch", "dlpack"):
+        raise InputError("dtype and layout choose torch and dlpack outputs; numpy and pil keep the original's")
+    if dtype is not None and not (dtype == torch.uint8 or (isinstance(dtype, torch.dtype)
+                                                           and dtype.is_floating_point)):
+        raise InputError(f"dtype must be torch.uint8 or a torch float dtype, not {dtype!r}")
+    if layout not in (None, "CHW", "HWC"):
+        raise InputError(f"layout must be 'CHW' or 'HWC', not {layout!r}")
