@@ -36,14 +36,16 @@ def suffixes(verb: str) -> tuple[set[str], str]:
     return (IMAGE_SUFFIXES, SUFFIX) if verb == "compress" else ({SUFFIX}, ".png")
 
 
-def plan(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, verb: str) -> list[tuple[Path, Path]]:
+def plan(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, verb: str,
+         none_found: str = "no input files found") -> list[tuple[Path, Path]]:
     """``(input file, output file)`` for files and (recursively) folders: one input file and an output with a
     suffix is that file; anything else makes one output per input in the folder ``out``, keeping the folders'
-    structure. An output that is one of the inputs is refused before anything is read or written."""
+    structure. An output that is one of the inputs is refused before anything is read or written; no input at
+    all is ``none_found``."""
     wanted, new_suffix = suffixes(verb)
     files = list_images(list(inputs), wanted)
     if not files:
-        raise InputError("no input files found")
+        raise InputError(none_found)
     out_path = Path(out)
     if len(files) == 1 and Path(inputs[0]).is_file() and not out_path.is_dir() and out_path.suffix:
         jobs = [(files[0][0], out_path)]
@@ -68,13 +70,8 @@ def plan_folder(verb: str, input_dir: str | os.PathLike, output_dir: str | os.Pa
     suffixes(verb)
     if not src.is_dir():
         raise InputError(f"no such folder: {src}")
-    try:
-        jobs = plan([src], Path(output_dir), verb)
-    except InputError as exc:
-        if str(exc) != "no input files found":
-            raise
-        raise InputError(f"no {'images' if verb == 'compress' else '.hpcm streams'} found in {src}") from None
-    return [(s.resolve(), d) for s, d in jobs]
+    none_found = f"no {'images' if verb == 'compress' else '.hpcm streams'} found in {src}"
+    return [(s.resolve(), d) for s, d in plan([src], Path(output_dir), verb, none_found)]
 
 
 def _refuse_overwriting_inputs(jobs: list[tuple[Path, Path]]) -> None:
